@@ -1,0 +1,184 @@
+"""How close does Inductor get to the GEMM-only floor on the paper's MLPs?
+
+For the standard FFN ``W2(gelu(W1(x)))`` (BERT-base 768/3072 and d=540 at each paper
+width) and the paper's six searched MLPs, on 8 x 128 tokens, in one process:
+
+- floor: the same linear layers (same in/out widths) with nothing between them,
+  ``W2(W1(x))``, compiled by Inductor;
+- eager: the FX module (``backend="eager"``);
+- inductor: ``backend="inductor"`` with static shapes.
+
+Timings are medians of ``--runs`` calls after ``--warmup`` calls under ``torch.no_grad()``
+with ``torch.set_num_threads(2)``; the three variants of a case are timed round-robin so
+that load from other processes hits them alike. Writes ``benchmarks/results/kernels.json``
+and ``kernels.md``. ``--profile CASE`` prints a ``torch.profiler`` table for one case.
+
+    python benchmarks/bench_kernels.py [--runs 30] [--only L5] [--profile L5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mlpgraph import parse  # noqa: E402
+from mlpgraph.compiler import compile_graph, count_kernels  # noqa: E402
+from mlpgraph.cost import linear_shapes  # noqa: E402
+
+D_PAPER = 540
+FFN = "W2(gelu(W1(x)))"
+PAPER = [  # (name, expression, k) -- the paper's stage-2 expressions at their stage-3 widths
+    ("L1", "tanh(W2(gelu(W1(x))))", 270),
+    ("L2", "elu(W2(gelu(W1(x))))", 540),
+    ("L3", "sigmoid(W2(relu(W1(x))))", 270),
+    ("L4", "W2(gelu(W1(max(x, tanh(x)))))", 270),
+    ("L5", "W2(relu(W1(x) * x))", 270),
+    ("L6", "leaky_relu(W2(gelu(W1(x))))", 180),
+]
+CASES = [("FFN-base", FFN, 768, 3072)]
+CASES += [(f"FFN-k{k}", FFN, D_PAPER, k) for k in sorted({k for _, _, k in PAPER})]
+CASES += [(name, expr, D_PAPER, k) for name, expr, k in PAPER]
+TARGET = 1.10
+
+
+def _floor_expr(expr: str, d: int, k: int) -> str:
+    """The GEMM chain with the same (out, in) shapes as ``expr``'s linears."""
+    shapes = list(linear_shapes(parse(expr), d, k).values())
+    chain = "x"
+    for i, (_o, _i) in enumerate(shapes, 1):
+        chain = f"W{i}({chain})"
+    floor = linear_shapes(parse(chain), d, k)
+    if list(floor.values()) != shapes:
+        raise SystemExit(f"no plain GEMM chain has the shapes {shapes} of {expr}")
+    return chain
+
+
+def _compile_inductor(expr: str, d: int, k: int, x: torch.Tensor):
+    from torch._inductor.utils import run_and_get_code
+
+    module = compile_graph(expr, d, k, "inductor", seed=0, warmup_tokens=None, dynamic=False)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        _, codes = run_and_get_code(module, x)
+    seconds = time.perf_counter() - t0
+    names, mms = [], 0
+    for code in codes:
+        n, m = count_kernels(code)
+        names, mms = names + n, mms + m
+    return module, seconds, names, mms
+
+
+def _time(fns: dict, x: torch.Tensor, runs: int, warmup: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn(x)
+        for _ in range(runs):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn(x)
+                samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(s) * 1e3 for name, s in samples.items()}
+
+
+def run_case(name: str, expr: str, d: int, k: int, tokens: tuple[int, int], runs: int,
+             warmup: int, floors: dict) -> dict:
+    x = torch.randn(*tokens, d, generator=torch.Generator().manual_seed(0))
+    fkey = (_floor_expr(expr, d, k), d, k)
+    if fkey not in floors:
+        floors[fkey] = _compile_inductor(fkey[0], d, k, x)
+    floor, floor_s, _, _ = floors[fkey]
+    ind, ind_s, names, mms = _compile_inductor(expr, d, k, x)
+    eager = compile_graph(expr, d, k, "eager", seed=0)
+    ms = _time({"floor": floor, "eager": eager, "inductor": ind}, x, runs, warmup)
+    return {"case": name, "expr": expr, "compiled": str(ind.compiled_graph), "floor_expr": fkey[0],
+            "d_model": d, "d_inner": k, "tokens": tokens[0] * tokens[1],
+            "floor_ms": ms["floor"], "eager_ms": ms["eager"], "inductor_ms": ms["inductor"],
+            "inductor_over_floor": ms["inductor"] / ms["floor"],
+            "eager_over_floor": ms["eager"] / ms["floor"],
+            "inductor_compile_s": ind_s, "floor_compile_s": floor_s,
+            "kernels": len(names), "kernel_names": names, "matmuls": mms}
+
+
+def profile_case(expr: str, d: int, k: int, tokens: tuple[int, int]) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(*tokens, d)
+    floor_expr = _floor_expr(expr, d, k)
+    for label, e in (("floor", floor_expr), ("inductor", expr)):
+        module, *_ = _compile_inductor(e, d, k, x)
+        with torch.no_grad():
+            for _ in range(5):
+                module(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(20):
+                    module(x)
+        print(f"== {label}: {e}")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
+def write_results(rows: list[dict], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "target": TARGET}
+    (out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    lines = [
+        f"Inductor vs the GEMM-only floor (torch {meta['torch']}, {meta['threads']} threads, "
+        f"{meta['cpu_capability']}, {rows[0]['tokens'] if rows else 0} tokens, median ms)",
+        "",
+        "| case | expression | d | k | floor ms | eager ms | inductor ms | inductor/floor "
+        "| eager/floor | kernels | matmuls | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ok = "" if r["inductor_over_floor"] <= TARGET else " (miss)"
+        lines.append(
+            f"| {r['case']} | `{r['expr']}` | {r['d_model']} | {r['d_inner']} "
+            f"| {r['floor_ms']:.3f} | {r['eager_ms']:.3f} | {r['inductor_ms']:.3f} "
+            f"| {r['inductor_over_floor']:.3f}{ok} | {r['eager_over_floor']:.3f} "
+            f"| {r['kernels']} | {r['matmuls']} | {r['inductor_compile_s']:.1f} |")
+    (out / "kernels.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--only", nargs="*", default=None, help="case names to run")
+    ap.add_argument("--profile", default=None, help="profile one case and exit")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    tokens = (8, 128)
+    cases = {c[0]: c for c in CASES}
+    if args.profile:
+        _, expr, d, k = cases[args.profile]
+        profile_case(expr, d, k, tokens)
+        return 0
+    chosen = [cases[n] for n in args.only] if args.only else CASES
+    floors: dict = {}
+    rows = []
+    for name, expr, d, k in chosen:
+        row = run_case(name, expr, d, k, tokens, args.runs, args.warmup, floors)
+        print(f"{name:9s} floor {row['floor_ms']:.3f} ms  inductor {row['inductor_ms']:.3f} ms "
+              f"({row['inductor_over_floor']:.3f}x)  eager {row['eager_ms']:.3f} ms  "
+              f"kernels {row['kernels']} mm {row['matmuls']}  compile "
+              f"{row['inductor_compile_s']:.1f} s", flush=True)
+        rows.append(row)
+    write_results(rows, args.out)
+    return 0 if all(r["inductor_over_floor"] <= TARGET for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,622 @@
+"""Task data: the embedded sentiment tasks, real GLUE / SQuAD loaders, tokenization.
+
+Embedded tasks (need the ``movies`` asset, see :mod:`distill.assets`)
+----------------------------------------------------------------------
+Built from the Hutto & Gilbert (ICWSM 2014) ground-truth files: tab-separated
+``id, mean, text`` lines, the mean rating of 20+ people on -4..+4. HTML entities
+(``&amp;``) are unescaped. For each source ``movie``, ``tweets``, ``amazon``, ``nyt``:
+
+* ``<source>_binary``: drop neutral sentences (``|mean| < 0.5``), ``label = int(mean > 0)``.
+* ``<source>_rating``: all sentences, ``label = mean`` (regression, STS-B-like).
+
+Splits ``train`` / ``heldout`` / ``test`` (80/10/10) are assigned over the *whole*
+file (so a sentence sits in the same split in both tasks): the distinct normalized
+texts are ordered by ``sha256(f"{seed}\\x1f{text}")`` and cut at 80 % and 90 %;
+duplicates share a split, and neither the membership nor the order inside a split
+depends on the file order. ``heldout`` is for search fitness, ``test`` for final
+reports only. Sizes measured with the default seed 0 (train / heldout / test):
+
+=============  ======  =======  =====  ======
+task           train   heldout  test   total
+=============  ======  =======  =====  ======
+movie_binary   8,061   1,012    999    10,072
+movie_rating   8,484   1,060    1,061  10,605
+tweets_binary  2,722   346      364    3,432
+tweets_rating  3,357   418      425    4,200
+amazon_binary  2,382   305      298    2,985
+amazon_rating  2,966   371      371    3,708
+nyt_binary     2,402   283      285    2,970
+nyt_rating     4,154   517      519    5,190
+=============  ======  =======  =====  ======
+
+Columns: ``sentence`` (str), ``label`` (ClassLabel negative/positive, or float32),
+``rating`` (float32 mean), ``id`` (str, the file's id).
+
+GLUE and SQuAD
+--------------
+:func:`load_glue` and :func:`load_squad` call ``datasets.load_dataset`` on the hub
+(``nyu-mll/glue``, ``rajpurkar/squad``, ``rajpurkar/squad_v2``; online or from the
+HF cache) or, with ``data_files``, on local csv / tsv / json / jsonl files in the
+official Hugging Face schema. Nothing synthetic is ever presented as GLUE.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+
+from distill.assets import default_cache_dir, ensure_asset
+from distill.errors import DataFormatError, DatasetUnavailableError, MissingAssetError
+from distill.metrics import GLUE_METRICS
+
+SPLITS = ("train", "heldout", "test")
+DEFAULT_SPLIT_SEED = 0
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+NEUTRAL_MARGIN = 0.5
+SENTIMENT_SOURCES = {"movie": "movieReviewSnippets_GroundTruth.txt",
+                     "tweets": "tweets_GroundTruth.txt",
+                     "amazon": "amazonReviewSnippets_GroundTruth.txt",
+                     "nyt": "nytEditorialSnippets_GroundTruth.txt"}
+GLUE_HUB_ID = "nyu-mll/glue"
+SQUAD_HUB_IDS = {1: "rajpurkar/squad", 2: "rajpurkar/squad_v2"}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """How to read, tokenize and score one sentence(-pair) task."""
+
+    name: str
+    text_columns: tuple[str, ...]
+    num_labels: int  # 1 for regression
+    is_regression: bool
+    metric_names: tuple[str, ...]
+    label_names: tuple[str, ...] = ()
+    train_split: str = "train"
+    eval_splits: tuple[str, ...] = ("validation",)
+    test_splits: tuple[str, ...] = ("test",)
+    source: str = "glue"  # "glue" or "sentiment"
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.text_columns) == 2
+
+
+def _glue(name: str, cols: tuple[str, ...], labels: tuple[str, ...], **kw: Any) -> TaskSpec:
+    return TaskSpec(name, cols, max(len(labels), 1), not labels, GLUE_METRICS[name], labels, **kw)
+
+
+GLUE_TASKS: dict[str, TaskSpec] = {t.name: t for t in (
+    _glue("cola", ("sentence",), ("unacceptable", "acceptable")),
+    _glue("sst2", ("sentence",), ("negative", "positive")),
+    _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent")),
+    _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate")),
+    _glue("stsb", ("sentence1", "sentence2"), ()),
+    _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+          eval_splits=("validation_matched", "validation_mismatched"),
+          test_splits=("test_matched", "test_mismatched")),
+    _glue("qnli", ("question", "sentence"), ("entailment", "not_entailment")),
+    _glue("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
+    _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
+)}
+SENTIMENT_TASKS: dict[str, TaskSpec] = {}
+for _src in SENTIMENT_SOURCES:
+    SENTIMENT_TASKS[f"{_src}_binary"] = TaskSpec(
+        f"{_src}_binary", ("sentence",), 2, False, ("accuracy", "f1"), ("negative", "positive"),
+        eval_splits=("heldout",), test_splits=("test",), source="sentiment")
+    SENTIMENT_TASKS[f"{_src}_rating"] = TaskSpec(
+        f"{_src}_rating", ("sentence",), 1, True, ("pearson", "spearman"),
+        eval_splits=("heldout",), test_splits=("test",), source="sentiment")
+TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **SENTIMENT_TASKS}
+
+
+def get_task_spec(name: str) -> TaskSpec:
+    """The :class:`TaskSpec` of a GLUE task (``"mnli"``) or embedded task (``"movie_binary"``)."""
+    try:
+        return TASKS[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; known tasks: {sorted(TASKS)}") from None
+
+
+# ----------------------------------------------------------------------------- sentiment
+@dataclass(frozen=True)
+class RatedSentence:
+    id: str
+    rating: float
+    text: str
+
+
+def parse_rating_file(path: str | Path) -> list[RatedSentence]:
+    """Parse a ground-truth file: one ``id<TAB>mean<TAB>text`` per line (CRLF allowed).
+
+    The text may contain quotes and further tabs (only the first two tabs split).
+    Raises :class:`DataFormatError` naming the file and line of a malformed entry.
+    """
+    path = Path(path)
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split("\t", 2)
+        if len(parts) != 3:
+            raise DataFormatError(f"{path}:{lineno}: expected 'id<TAB>mean<TAB>text', "
+                                  f"found {len(parts)} field(s): {line[:80]!r}")
+        try:
+            rating = float(parts[1])
+        except ValueError:
+            raise DataFormatError(f"{path}:{lineno}: mean rating {parts[1]!r} is not a "
+                                  "number") from None
+        text = html.unescape(parts[2]).strip()
+        if not text:
+            raise DataFormatError(f"{path}:{lineno}: empty text")
+        rows.append(RatedSentence(parts[0].strip(), rating, text))
+    if not rows:
+        raise DataFormatError(f"{path}: no rated sentences found")
+    return rows
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _split_key(text: str, seed: int) -> str:
+    return hashlib.sha256(f"{seed}\x1f{_norm(text)}".encode()).hexdigest()
+
+
+def assign_splits(texts: Sequence[str], seed: int = DEFAULT_SPLIT_SEED,
+                  fractions: Sequence[float] = SPLIT_FRACTIONS) -> list[str]:
+    """Split name (train / heldout / test) of each text; equal texts share a split."""
+    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
+        raise ValueError(f"fractions must be 3 non-negative numbers summing to 1, got {fractions}")
+    unique = sorted({_norm(t): _split_key(t, seed) for t in texts}.items(), key=lambda kv: kv[1])
+    cut1 = round(fractions[0] * len(unique))
+    cut2 = cut1 + round(fractions[1] * len(unique))
+    where = {t: SPLITS[0 if i < cut1 else 1 if i < cut2 else 2] for i, (t, _) in enumerate(unique)}
+    return [where[_norm(t)] for t in texts]
+
+
+def make_sentiment_task(rows: Sequence[RatedSentence], kind: str = "binary",
+                        seed: int = DEFAULT_SPLIT_SEED) -> datasets.DatasetDict:
+    """``DatasetDict`` (train / heldout / test) of a binary or rating task from parsed rows."""
+    if kind not in ("binary", "rating"):
+        raise ValueError(f"kind must be 'binary' or 'rating', got {kind!r}")
+    buckets: dict[str, list[tuple[str, RatedSentence]]] = {s: [] for s in SPLITS}
+    for row, split in zip(rows, assign_splits([r.text for r in rows], seed), strict=True):
+        if kind == "binary" and abs(row.rating) < NEUTRAL_MARGIN:
+            continue
+        buckets[split].append((_split_key(row.text, seed), row))
+    label = (datasets.ClassLabel(names=["negative", "positive"]) if kind == "binary"
+             else datasets.Value("float32"))
+    features = datasets.Features({"sentence": datasets.Value("string"), "label": label,
+                                  "rating": datasets.Value("float32"),
+                                  "id": datasets.Value("string")})
+    out = {}
+    for split, items in buckets.items():
+        items.sort(key=lambda kr: (kr[0], kr[1].id))
+        rs = [r for _, r in items]
+        out[split] = datasets.Dataset.from_dict({
+            "sentence": [r.text for r in rs],
+            "label": [int(r.rating > 0) if kind == "binary" else r.rating for r in rs],
+            "rating": [r.rating for r in rs], "id": [r.id for r in rs]}, features=features)
+    return datasets.DatasetDict(out)
+
+
+def load_sentiment_task(name: str = "movie_binary", cache_dir: str | Path | None = None,
+                        seed: int = DEFAULT_SPLIT_SEED) -> datasets.DatasetDict:
+    """Load an embedded task such as ``movie_binary`` or ``tweets_rating`` from the cache.
+
+    Raises :class:`MissingAssetError` (with the fetch command) if the data is absent.
+    """
+    source, _, kind = name.partition("_")
+    if source not in SENTIMENT_SOURCES or kind not in ("binary", "rating"):
+        raise ValueError(f"unknown embedded task {name!r}; known: {sorted(SENTIMENT_TASKS)}")
+    folder = ensure_asset("movies", cache_dir)
+    return make_sentiment_task(parse_rating_file(folder / SENTIMENT_SOURCES[source]), kind, seed)
+
+
+# ----------------------------------------------------------------------------- local files
+def _reader(path: Path) -> tuple[str, dict[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv", {"keep_default_na": False}
+    if suffix in (".tsv", ".txt"):
+        return "csv", {"sep": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False}
+    if suffix in (".json", ".jsonl"):
+        return "json", {}
+    raise DataFormatError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .json "
+                          "or .jsonl")
+
+
+def _columns(path: Path, builder: str, kwargs: Mapping[str, Any]) -> list[str]:
+    """Column names from the header (csv / tsv) or the first record (json / jsonl)."""
+    with open(path, encoding="utf-8") as fh:
+        if builder == "csv":
+            return next(csv.reader(fh, delimiter=kwargs.get("sep", ","),
+                                   quoting=kwargs.get("quoting", csv.QUOTE_MINIMAL)), [])
+        line = fh.readline()
+        while line and not line.strip():
+            line = fh.readline()
+        try:  # a JSON list of records is read whole; JSON Lines only up to its first line
+            first = json.loads(line + fh.read()) if line.lstrip()[:1] == "[" else json.loads(line)
+        except ValueError as exc:
+            raise DataFormatError(f"{path}: neither JSON Lines nor a JSON list of records "
+                                  f"({exc})") from None
+    first = first[0] if isinstance(first, list) and first else first
+    return list(first) if isinstance(first, dict) else []
+
+
+def _check_files(data_files: Mapping[str, str | Path]) -> tuple[str, dict[str, Any]]:
+    if not data_files:
+        raise DataFormatError("data_files is empty; give {split: path}")
+    if "all" in data_files:
+        raise DataFormatError("'all' is reserved by the datasets library; rename that split")
+    kinds = []
+    for split, p in data_files.items():
+        if not Path(p).is_file():
+            raise DataFormatError(f"data file for split {split!r} not found: {p}")
+        kinds.append(_reader(Path(p)))
+    if any(k != kinds[0] for k in kinds):
+        raise DataFormatError("all data files must share one format (csv, tsv or json/jsonl), "
+                              f"got {[str(p) for p in data_files.values()]}")
+    return kinds[0]
+
+
+def _load_local_glue(spec: TaskSpec, data_files: Mapping[str, str | Path],
+                     cache_dir: str | None) -> datasets.DatasetDict:
+    builder, kwargs = _check_files(data_files)
+    columns = {split: _columns(Path(p), builder, kwargs) for split, p in data_files.items()}
+    for split, cols in columns.items():
+        missing = [c for c in spec.text_columns if c not in cols]
+        if missing:
+            raise DataFormatError(
+                f"{data_files[split]} (split {split!r}) lacks column(s) {missing} of GLUE "
+                f"{spec.name}; expected {list(spec.text_columns) + ['label', 'idx']}, "
+                f"found {cols}")
+    label = (datasets.Value("float32") if spec.is_regression
+             else datasets.ClassLabel(names=list(spec.label_names)))
+    final = datasets.Features({**{c: datasets.Value("string") for c in spec.text_columns},
+                               "label": label, "idx": datasets.Value("int32")})
+    out = {}
+    for split, p in data_files.items():
+        cols = columns[split]  # read every column as a string; converted below
+        ds = datasets.load_dataset(builder, data_files={split: str(p)}, split=split,
+                                   cache_dir=cache_dir, features=datasets.Features(
+                                       {c: datasets.Value("string") for c in cols}), **kwargs)
+        out[split] = ds.map(_glue_converter(spec, str(p), cols), batched=True, with_indices=True,
+                            features=final, remove_columns=ds.column_names)
+    return datasets.DatasetDict(out)
+
+
+def _glue_converter(spec: TaskSpec, where: str,
+                    cols: Sequence[str]) -> Callable[[dict[str, list], list[int]], dict]:
+    names = {n: i for i, n in enumerate(spec.label_names)}
+
+    def label_of(value: str | None) -> float | int:
+        v = (value or "").strip()
+        if v in ("", "-1", "-1.0"):  # unlabeled test rows, as in the hub data
+            return -1.0 if spec.is_regression else -1
+        if v in names:
+            return names[v]
+        try:
+            return float(v) if spec.is_regression else int(float(v))
+        except ValueError:
+            raise DataFormatError(f"{where}: label {v!r} is neither a number nor one of "
+                                  f"{list(spec.label_names)}") from None
+
+    def convert(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        out = {c: [s or "" for s in batch[c]] for c in spec.text_columns}
+        out["label"] = [label_of(v) for v in batch.get("label", [None] * len(indices))]
+        if "label" in cols and not spec.is_regression:
+            bad = [v for v in out["label"] if not -1 <= v < len(names)]
+            if bad:
+                raise DataFormatError(f"{where}: label {bad[0]} out of range for {spec.name}")
+        out["idx"] = [int(v) for v in batch["idx"]] if "idx" in cols else list(indices)
+        return out
+
+    return convert
+
+
+def load_glue(task: str, data_files: Mapping[str, str | Path] | None = None,
+              cache_dir: str | Path | None = None) -> datasets.DatasetDict:
+    """Load GLUE ``task`` with columns ``<text columns>, label, idx``.
+
+    With ``data_files`` ({split: path}; csv, tsv, json or jsonl in the HF glue schema,
+    e.g. mnli: premise, hypothesis, label, idx; splits validation_matched /
+    validation_mismatched) the files are read with ``datasets.load_dataset``; string
+    labels (``"entailment"``) are mapped to ids. Otherwise the hub data is loaded
+    (online, or from the HF cache when offline).
+    """
+    spec = get_task_spec(task)
+    if spec.source != "glue":
+        raise ValueError(f"{task!r} is not a GLUE task; use load_sentiment_task")
+    cache = str(cache_dir) if cache_dir is not None else None
+    if data_files:
+        return _load_local_glue(spec, data_files, cache)
+    try:
+        return datasets.load_dataset(GLUE_HUB_ID, spec.name, cache_dir=cache)
+    except Exception as exc:
+        raise DatasetUnavailableError(
+            f"could not load GLUE {spec.name!r} from the hub ({GLUE_HUB_ID}) or its cache: "
+            f"{type(exc).__name__}: {exc}. Offline, pass local files in the official schema, "
+            f"e.g. load_glue({spec.name!r}, data_files={{'train': 'train.tsv', "
+            f"'{spec.eval_splits[0]}': 'dev.tsv'}}) with columns "
+            f"{list(spec.text_columns) + ['label', 'idx']}") from exc
+
+
+# ----------------------------------------------------------------------------- SQuAD
+SQUAD_FEATURES = datasets.Features({
+    "id": datasets.Value("string"), "title": datasets.Value("string"),
+    "context": datasets.Value("string"), "question": datasets.Value("string"),
+    "answers": {"text": datasets.List(datasets.Value("string")),
+                "answer_start": datasets.List(datasets.Value("int32"))}})
+
+
+def _is_nested_squad(path: Path) -> bool:
+    """True for the official layout: one JSON object with a ``data`` list of articles."""
+    if path.suffix.lower() != ".json":
+        return False
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:  # JSON Lines
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("data"), list)
+
+
+def _squad_nested_to_jsonl(path: Path, out_dir: Path) -> Path:
+    """Convert an official nested SQuAD file (``{"data": [...]}``) to HF-schema jsonl."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    target = out_dir / f"squad-{path.stem}-{digest}.jsonl"
+    if target.is_file():
+        return target
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(target.with_suffix(".tmp"), "w", encoding="utf-8") as fh:
+        for article in doc["data"]:
+            for para in article["paragraphs"]:
+                for qa in para["qas"]:
+                    answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                    fh.write(json.dumps({
+                        "id": qa["id"], "title": article.get("title", ""),
+                        "context": para["context"], "question": qa["question"],
+                        "answers": {"text": [a["text"] for a in answers],
+                                    "answer_start": [a["answer_start"] for a in answers]}}) + "\n")
+    target.with_suffix(".tmp").replace(target)
+    return target
+
+
+def load_squad(version: int = 1, data_files: Mapping[str, str | Path] | None = None,
+               cache_dir: str | Path | None = None) -> datasets.DatasetDict:
+    """Load SQuAD v1.1 (``version=1``) or v2.0 (``version=2``).
+
+    Columns: id, title, context, question, answers{text: list, answer_start: list}
+    (v2.0 unanswerable questions have empty lists). ``data_files`` may be json / jsonl
+    in that schema, or the official nested files (``train-v1.1.json``, ``dev-v2.0.json``).
+    """
+    if version not in SQUAD_HUB_IDS:
+        raise ValueError(f"version must be 1 or 2, got {version!r}")
+    cache = str(cache_dir) if cache_dir is not None else None
+    if not data_files:
+        try:
+            return datasets.load_dataset(SQUAD_HUB_IDS[version], cache_dir=cache)
+        except Exception as exc:
+            raise DatasetUnavailableError(
+                f"could not load {SQUAD_HUB_IDS[version]} from the hub or its cache: "
+                f"{type(exc).__name__}: {exc}. Offline, pass local files: load_squad("
+                f"{version}, data_files={{'train': 'train-v{version}.json', 'validation': "
+                "'dev.json'}) (official nested json, or jsonl with id, title, context, "
+                "question, answers)") from exc
+    builder, _ = _check_files(data_files)
+    if builder != "json":
+        raise DataFormatError("SQuAD data_files must be .json or .jsonl")
+    files = {}
+    for split, p in data_files.items():
+        p = Path(p)
+        files[split] = str(_squad_nested_to_jsonl(p, Path(cache or default_cache_dir()) /
+                                                  "converted") if _is_nested_squad(p) else p)
+        cols = _columns(Path(files[split]), "json", {})
+        missing = [c for c in SQUAD_FEATURES if c not in cols]
+        if missing:
+            raise DataFormatError(f"{p} (split {split!r}) lacks SQuAD column(s) {missing}; "
+                                  f"expected {list(SQUAD_FEATURES)}, found {cols}")
+    ds = datasets.load_dataset("json", data_files=files, features=SQUAD_FEATURES, cache_dir=cache)
+    if version == 1:
+        for split, d in ds.items():
+            empty = [i for i, a in enumerate(d["answers"]) if not a["text"]]
+            if empty:
+                raise DataFormatError(f"SQuAD v1.1 split {split!r} has {len(empty)} question(s) "
+                                      f"without an answer (first: row {empty[0]}); use version=2")
+    return ds
+
+
+# ----------------------------------------------------------------------------- tokenization
+def tokenize_task(dataset: datasets.Dataset | datasets.DatasetDict, tokenizer: Any,
+                  spec: TaskSpec, max_length: int = 128, padding: bool | str = "max_length",
+                  keep_columns: Sequence[str] = ()) -> datasets.Dataset | datasets.DatasetDict:
+    """Tokenize a single-sentence or sentence-pair task.
+
+    Output columns: the tokenizer's (input_ids, token_type_ids, attention_mask),
+    ``label`` and any ``keep_columns``; pairs are truncated longest-first.
+    """
+    first = dataset[next(iter(dataset))] if isinstance(dataset, datasets.DatasetDict) else dataset
+    missing = [c for c in spec.text_columns if c not in first.column_names]
+    if missing:
+        raise DataFormatError(f"dataset lacks text column(s) {missing} of task {spec.name}; "
+                              f"it has {first.column_names}")
+    keep = {"label", *keep_columns}
+
+    def encode(batch: dict[str, list]) -> Any:
+        return tokenizer(*(batch[c] for c in spec.text_columns), truncation=True,
+                         max_length=max_length, padding=padding)
+
+    return dataset.map(encode, batched=True, desc=f"tokenizing {spec.name}",
+                       remove_columns=[c for c in first.column_names if c not in keep])
+
+
+def prepare_squad_features(examples: Mapping[str, list], tokenizer: Any, max_length: int = 384,
+                           doc_stride: int = 128, train: bool = True) -> dict[str, list]:
+    """Batch of SQuAD examples -> features (question first, context windows of
+    ``max_length`` tokens overlapping by ``doc_stride``); needs a fast tokenizer.
+
+    ``train``: adds ``start_positions`` / ``end_positions`` (token 0, the [CLS] token,
+    when the answer is absent or not inside the window). Otherwise: adds
+    ``example_id`` and ``offset_mapping`` (None outside the context) for
+    :func:`postprocess_squad_predictions`.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("SQuAD feature preparation needs a fast tokenizer (offset mapping); "
+                         "load it with AutoTokenizer.from_pretrained(path) or BertTokenizerFast")
+    if doc_stride >= max_length:
+        raise ValueError(f"doc_stride ({doc_stride}) must be < max_length ({max_length})")
+    questions = [q.lstrip() for q in examples["question"]]
+    longest_q = max((len(ids) for ids in tokenizer(questions, add_special_tokens=False)
+                     ["input_ids"]), default=0)
+    room = max_length - longest_q - tokenizer.num_special_tokens_to_add(pair=True)
+    if room <= doc_stride:
+        raise ValueError(f"a question of {longest_q} tokens leaves {room} context tokens per "
+                         f"window, not more than doc_stride={doc_stride}; raise max_length "
+                         "or lower doc_stride")
+    enc = tokenizer(questions, list(examples["context"]),
+                    truncation="only_second", max_length=max_length, stride=doc_stride,
+                    return_overflowing_tokens=True, return_offsets_mapping=True,
+                    padding="max_length")
+    sample_map = enc.pop("overflow_to_sample_mapping")
+    starts, ends, ids, offsets_out = [], [], [], []
+    for i, offsets in enumerate(enc["offset_mapping"]):
+        seq = enc.sequence_ids(i)
+        ex = sample_map[i]
+        if not train:
+            ids.append(examples["id"][ex])
+            offsets_out.append([o if seq[k] == 1 else None for k, o in enumerate(offsets)])
+            continue
+        ctx = [k for k, s in enumerate(seq) if s == 1]
+        answers = examples["answers"][ex]
+        if not answers["text"] or not ctx:
+            starts.append(0)
+            ends.append(0)
+            continue
+        a_start = answers["answer_start"][0]
+        a_end = a_start + len(answers["text"][0])
+        if offsets[ctx[0]][0] > a_start or offsets[ctx[-1]][1] < a_end:
+            starts.append(0)
+            ends.append(0)
+            continue
+        starts.append(max(k for k in ctx if offsets[k][0] <= a_start))
+        ends.append(min(k for k in ctx if offsets[k][1] >= a_end))
+    if train:
+        enc.pop("offset_mapping")
+        enc["start_positions"], enc["end_positions"] = starts, ends
+    else:
+        enc["example_id"], enc["offset_mapping"] = ids, offsets_out
+    return dict(enc)
+
+
+def tokenize_squad(dataset: datasets.Dataset, tokenizer: Any, max_length: int = 384,
+                   doc_stride: int = 128, train: bool = True) -> datasets.Dataset:
+    """Map :func:`prepare_squad_features` over a SQuAD split (one example -> >= 1 features)."""
+    return dataset.map(prepare_squad_features, batched=True,
+                       remove_columns=dataset.column_names, desc="preparing SQuAD features",
+                       fn_kwargs={"tokenizer": tokenizer, "max_length": max_length,
+                                  "doc_stride": doc_stride, "train": train})
+
+
+def postprocess_squad_predictions(examples: datasets.Dataset, features: datasets.Dataset,
+                                  start_logits: np.ndarray, end_logits: np.ndarray,
+                                  n_best: int = 20, max_answer_length: int = 30,
+                                  version_2: bool = False,
+                                  null_threshold: float = 0.0) -> dict[str, str]:
+    """Best answer text per example id from per-feature start / end logits.
+
+    Spans must lie in the context, end >= start, length <= ``max_answer_length``.
+    With ``version_2`` the answer is "" when the null score (token 0) beats the best
+    span by more than ``null_threshold``.
+    """
+    by_example: dict[str, list[int]] = defaultdict(list)
+    for i, eid in enumerate(features["example_id"]):
+        by_example[eid].append(i)
+    offsets_all = features["offset_mapping"]
+    preds: dict[str, str] = {}
+    for ex in tqdm(examples, desc="SQuAD predictions", leave=False):
+        best, best_score, null_score = None, -np.inf, np.inf
+        for fi in by_example.get(ex["id"], []):
+            s, e, offsets = start_logits[fi], end_logits[fi], offsets_all[fi]
+            null_score = min(null_score, float(s[0] + e[0]))
+            for a in np.argsort(s)[::-1][:n_best]:
+                for b in np.argsort(e)[::-1][:n_best]:
+                    if (offsets[a] is None or offsets[b] is None or b < a
+                            or b - a + 1 > max_answer_length):
+                        continue
+                    if s[a] + e[b] > best_score:
+                        best_score = float(s[a] + e[b])
+                        best = (offsets[a][0], offsets[b][1])
+        if best is None or (version_2 and null_score - best_score > null_threshold):
+            preds[ex["id"]] = ""
+        else:
+            preds[ex["id"]] = ex["context"][best[0]: best[1]]
+    return preds
+
+
+# ----------------------------------------------------------------------------- unlabeled text
+_ABBREV = re.compile(r"\b(Mr|Mrs|Ms|Dr|St|Esq|Col|Capt|Gen|Sir)\.")
+_SENT_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’]))\s+(?=[\"'“‘(]?[A-Z])")
+_HEADING = re.compile(r"^(CHAPTER|Chapter|VOLUME|Volume|BOOK)\b|^[^a-z]*$")
+
+
+def split_sentences(paragraph: str, min_words: int = 3) -> list[str]:
+    """Rule-based sentence split (abbreviations such as ``Mr.`` are kept intact)."""
+    text = _ABBREV.sub(lambda m: m.group(1) + "\0", " ".join(paragraph.replace("_", "").split()))
+    return [s.replace("\0", ".") for s in _SENT_END.split(text) if len(s.split()) >= min_words]
+
+
+def austen_sentences(book_text: str, min_words: int = 3) -> list[str]:
+    """Sentences of one novel: paragraphs are blank-line separated; headings are dropped."""
+    out = []
+    for para in re.split(r"\n\s*\n", book_text):
+        para = para.strip()
+        if para and not _HEADING.match(para):
+            out.extend(split_sentences(para, min_words))
+    return out
+
+
+def iter_unlabeled_text(cache_dir: str | Path | None = None, include_austen: bool = True,
+                        exclude_movie_eval: bool = False,
+                        seed: int = DEFAULT_SPLIT_SEED) -> Iterator[str]:
+    """Plain sentences for general (pre-training) distillation.
+
+    The 23,703 sentences of the four ground-truth files, then, if the optional
+    ``austen`` asset is fetched, the Austen novels' sentences (30,830 more, 54,533 in
+    all). ``exclude_movie_eval`` drops the movie sentences of the heldout / test splits
+    (given ``seed``) so that
+    no evaluation text is seen, even unlabeled.
+    """
+    folder = ensure_asset("movies", cache_dir)
+    for source, fname in SENTIMENT_SOURCES.items():
+        rows = parse_rating_file(folder / fname)
+        splits = (assign_splits([r.text for r in rows], seed)
+                  if exclude_movie_eval and source == "movie" else ["train"] * len(rows))
+        yield from (r.text for r, s in zip(rows, splits, strict=True) if s == "train")
+    if include_austen:
+        try:
+            austen = ensure_asset("austen", cache_dir)
+        except MissingAssetError:
+            return
+        for path in sorted(austen.glob("*.txt")):
+            yield from austen_sentences(path.read_text(encoding="utf-8"))
+
+
+def unlabeled_dataset(cache_dir: str | Path | None = None, include_austen: bool = True,
+                      exclude_movie_eval: bool = False,
+                      seed: int = DEFAULT_SPLIT_SEED) -> datasets.Dataset:
+    """:func:`iter_unlabeled_text` as a ``Dataset`` with one ``text`` column."""
+    texts = list(iter_unlabeled_text(cache_dir, include_austen, exclude_movie_eval, seed))
+    return datasets.Dataset.from_dict({"text": texts})

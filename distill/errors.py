@@ -1,0 +1,62 @@
+"""Error classes of the distillation package.
+
+Every error message should say what was wrong, where, and how to fix it.
+Other modules may add classes here; keep each one a thin subclass.
+"""
+
+from __future__ import annotations
+
+
+class EfficientBertError(Exception):
+    """Base class of the project's own errors."""
+
+
+class MissingAssetError(EfficientBertError, FileNotFoundError):
+    """An offline asset (teacher model, movie-review data, ...) is absent or fails its
+    sha256 check. The message names the command that fetches it."""
+
+
+class AssetFetchError(EfficientBertError, RuntimeError):
+    """Fetching an asset failed (package registry unreachable, tool missing, ...)."""
+
+
+class DataFormatError(EfficientBertError, ValueError):
+    """A data file does not have the expected schema or format."""
+
+
+class DatasetUnavailableError(EfficientBertError, RuntimeError):
+    """A public data set (GLUE, SQuAD) could not be loaded from the hub or its cache."""
+
+
+class ConfigError(EfficientBertError, ValueError):
+    """A student configuration with a bad value; ``field`` names it (e.g. ``layers[2].expr``)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"config field {field!r}: {reason}")
+
+    def __reduce__(self):  # keep both fields across pickling (worker processes)
+        return (type(self), (self.field, self.reason))
+
+
+class CheckpointError(EfficientBertError, ValueError):
+    """A saved model folder that is missing files or does not match its config."""
+
+
+class DistillShapeError(EfficientBertError, ValueError):
+    """Student and teacher tensors that cannot be compared by a distillation loss."""
+
+
+class TeacherError(EfficientBertError, ValueError):
+    """A teacher folder that cannot be loaded, or a teacher unsuitable for distillation
+    (no query/key projections to read attention scores from, ...)."""
+
+
+class TeacherCacheError(EfficientBertError, ValueError):
+    """Cached teacher outputs that are absent, incomplete or do not match the inputs."""
+
+
+class TrainingError(EfficientBertError, RuntimeError):
+    """A training run that cannot start or continue (bad settings, a checkpoint of another
+    run, a sub-network needing weight pools the optimizer does not know, ...)."""

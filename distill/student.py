@@ -1,0 +1,406 @@
+"""A BERT-style student encoder whose every layer runs its own MLP expression.
+
+Layer ``l`` = post-LN multi-head self-attention, ``h = LayerNorm(h + Dropout(attn(h)))``,
+then its MLP: the layer's expression applied ``stacks`` times, each application with
+its own weights, ``h = LayerNorm(h + Dropout(f(h)))``. The output carries the logits,
+every hidden state (embedding output first) and every layer's *pre-softmax* attention
+scores, the inputs of the distillation losses in :mod:`distill.losses`.
+
+Each MLP application is a :class:`GraphMLP`: the module ``mlpgraph.compile`` builds
+(backend ``"eager"`` by default) over parameters named ``fn.<linear>.weight`` /
+``fn.<linear>.bias``, or, for a sub-network borrowing a supernet's weights, the
+reference interpreter ``mlpgraph.evaluate`` over slices of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.func import functional_call
+
+import mlpgraph
+from mlpgraph.cost import count_params, linear_shapes
+
+from .config import StudentConfig
+from .errors import CheckpointError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+#: a borrowed linear: (module owning the full tensors, weight path, bias path or None)
+Source = tuple[nn.Module, str, str | None]
+Pair = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class GraphMLP(nn.Module):
+    """One application ``f(h)`` of an MLP expression at widths ``(d_model, d_inner)``.
+
+    Owned mode (the constructor): ``self.fn`` is the module ``mlpgraph.compile`` builds
+    (backend ``"eager"`` unless asked) over parameters of its own: copies of ``weights``
+    if given, else normal(0, ``std``) weights and zero biases. Borrowed mode
+    (:meth:`borrowing`): no parameters; every forward slices the first ``out`` rows and
+    ``in`` columns of larger tensors owned by another module (a supernet), so nothing is
+    copied and gradients reach the owner.
+    """
+
+    def __init__(self, graph: mlpgraph.Graph, d_model: int, d_inner: int, *,
+                 backend: str = "eager", weights: dict[str, Pair] | None = None,
+                 std: float = 0.02, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self._setup(graph, d_model, d_inner, backend)
+        params = {}
+        for name, (o, i) in self.shapes.items():
+            if weights is None:
+                w, b = torch.empty(o, i).normal_(0.0, std, generator=generator), torch.zeros(o)
+            else:
+                w, b = weights[name]
+                w, b = w.detach().clone(), (w.new_zeros(o) if b is None else b.detach().clone())
+            params[name] = (nn.Parameter(w), nn.Parameter(b))
+        self.fn = mlpgraph.compile(graph, d_model, d_inner, backend, weights=params)
+
+    def _setup(self, graph: mlpgraph.Graph, d_model: int, d_inner: int, backend: str) -> None:
+        self.graph, self.d_model, self.d_inner, self.backend = graph, d_model, d_inner, backend
+        self.shapes = linear_shapes(graph, d_model, d_inner)
+        self._sources: dict[str, Source] | None = None
+        self._template: nn.Module | None = None  # borrowed + compiled backend only
+
+    @classmethod
+    def borrowing(cls, graph: mlpgraph.Graph, d_model: int, d_inner: int,
+                  sources: dict[str, Source], *, backend: str = "eager") -> GraphMLP:
+        """A parameter-free MLP over the leading slices of ``sources`` (name -> Source)."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self._setup(graph, d_model, d_inner, backend)
+        missing = set(self.shapes) - set(sources)
+        if missing:
+            raise ValueError(f"no source tensors for linear(s) {sorted(missing)} of "
+                             f"{mlpgraph.format(graph)}")
+        self.fn = None
+        self._sources = dict(sources)
+        for name, (owner, wpath, _) in self._sources.items():
+            have, want = owner.get_parameter(wpath).shape, self.shapes[name]
+            if have[0] < want[0] or have[1] < want[1]:
+                raise ValueError(f"source {wpath} of {name} is {tuple(have)}, smaller than the "
+                                 f"{want} (out, in) needed at d_inner={d_inner}")
+        return self
+
+    @property
+    def borrowed(self) -> bool:
+        return self._sources is not None
+
+    def weights(self) -> dict[str, Pair]:
+        """Linear name -> ``(weight [out, in], bias [out])`` as used by the forward pass."""
+        if self._sources is None:
+            return {n: (self.fn.get_parameter(f"{n}.weight"), _maybe(self.fn, f"{n}.bias"))
+                    for n in self.shapes}
+        out = {}
+        for name, (owner, wpath, bpath) in self._sources.items():
+            o, i = self.shapes[name]
+            bias = owner.get_parameter(bpath)[:o] if bpath else None
+            out[name] = (owner.get_parameter(wpath)[:o, :i], bias)
+        return out
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self._sources is None:
+            return self.fn(h)
+        weights = self.weights()  # fresh slices: valid after the owner moved or was updated
+        if self.backend == "eager":
+            return mlpgraph.evaluate(self.graph, h, weights, d_inner=self.d_inner)
+        if self._template is None:  # a compiled artifact, shared by structure, run on slices
+            template = mlpgraph.compile(self.graph, self.d_model, self.d_inner, self.backend,
+                                        weights=weights)
+            object.__setattr__(self, "_template", template)  # not a submodule: no state
+        flat = {f"{n}.{kind}": t for n, pair in weights.items()
+                for kind, t in zip(("weight", "bias"), pair, strict=True) if t is not None}
+        return functional_call(self._template, flat, (h,))
+
+    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._sources is not None:  # borrowed: export the slices under the owned names
+            for name, (w, b) in self.weights().items():
+                destination[f"{prefix}fn.{name}.weight"] = w if keep_vars else w.detach()
+                if b is not None:
+                    destination[f"{prefix}fn.{name}.bias"] = b if keep_vars else b.detach()
+
+    def extra_repr(self) -> str:
+        mode = ", borrowed" if self.borrowed else ""
+        expr = mlpgraph.format(self.graph)
+        return f"{expr}, d_model={self.d_model}, d_inner={self.d_inner}{mode}"
+
+
+def _maybe(module: nn.Module, path: str) -> torch.Tensor | None:
+    try:
+        return module.get_parameter(path)
+    except AttributeError:
+        return None
+
+
+class MLPStack(nn.Module):
+    """``stacks`` applications of an expression, each ``h = LayerNorm(h + Dropout(f(h)))``."""
+
+    def __init__(self, units: list[GraphMLP], norms: list[nn.LayerNorm], dropout: float) -> None:
+        super().__init__()
+        self.units, self.norms = nn.ModuleList(units), nn.ModuleList(norms)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for f, norm in zip(self.units, self.norms, strict=True):
+            h = norm(h + self.dropout(f(h)))
+        return h
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention that also returns the pre-softmax scores."""
+
+    def __init__(self, hidden: int, heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, hidden // heads
+        self.query, self.key = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.value, self.output = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.dropout = nn.Dropout(attention_dropout)
+
+    def forward(self, h: torch.Tensor, key_masked: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, width = h.shape
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
+        scores = q @ k.transpose(-1, -2) / self.head_dim ** 0.5  # [B, heads, T, T]
+        if key_masked is not None:  # masked keys hold the dtype's most negative value
+            scores = scores.masked_fill(key_masked, torch.finfo(scores.dtype).min)
+        probs = self.dropout(scores.softmax(dim=-1))
+        context = (probs @ v).transpose(1, 2).reshape(b, t, width)
+        return self.output(context), scores
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN attention block followed by the layer's stacked MLP."""
+
+    def __init__(self, attention: SelfAttention, attn_norm: nn.LayerNorm, mlp: MLPStack,
+                 dropout: float) -> None:
+        super().__init__()
+        self.attention, self.attn_norm, self.mlp = attention, attn_norm, mlp
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, key_masked: torch.Tensor | None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        a, scores = self.attention(h, key_masked)
+        h = self.attn_norm(h + self.dropout(a))
+        return self.mlp(h), scores
+
+
+class Embeddings(nn.Module):
+    """Word (optionally factorized, MobileBERT 3-gram) + position + token type, LN, dropout."""
+
+    def __init__(self, cfg: StudentConfig) -> None:
+        super().__init__()
+        e, h = cfg.word_width, cfg.hidden
+        self.trigram, self.max_position = cfg.trigram, cfg.max_position
+        self.word = nn.Embedding(cfg.vocab_size, e)
+        in_width = 3 * e if cfg.trigram else e
+        self.project = nn.Linear(in_width, h) if in_width != h or cfg.trigram else None
+        self.position = nn.Embedding(cfg.max_position, h)
+        self.token_type = nn.Embedding(cfg.type_vocab, h)
+        self.norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        t = input_ids.shape[1]
+        if t > self.max_position:
+            raise ValueError(f"sequence length {t} exceeds max_position={self.max_position}; "
+                             "truncate the inputs or use a config with more positions")
+        x = self.word(input_ids)
+        if self.trigram:  # [token t+1, token t, token t-1], zeros past the ends
+            x = torch.cat([F.pad(x[:, 1:], (0, 0, 0, 1)), x, F.pad(x[:, :-1], (0, 0, 1, 0))], -1)
+        if self.project is not None:
+            x = self.project(x)
+        x = x + self.position.weight[:t] + self.token_type(token_type_ids)
+        return self.dropout(self.norm(x))
+
+
+@dataclass
+class StudentOutput:
+    """What a forward pass returns (all tensors on the input's device)."""
+
+    logits: torch.Tensor  # [B, num_labels] ([B, 1] for regression)
+    hidden_states: tuple[torch.Tensor, ...]  # embedding output, then each layer: [B, T, H]
+    attention_scores: tuple[torch.Tensor, ...]  # per layer, pre-softmax [B, heads, T, T];
+    # masked keys hold torch.finfo(dtype).min
+    pooled: torch.Tensor  # [B, H], tanh(pooler(first token))
+    attention_mask: torch.Tensor  # [B, T], 1 = real token, 0 = padding
+
+
+class Student(nn.Module):
+    """The student encoder with a pooler and a classification / regression head."""
+
+    def __init__(self, config: StudentConfig, *, backend: str = "eager",
+                 seed: int | None = None) -> None:
+        super().__init__()
+        config.validate()
+        self.config, self.backend = config, backend
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            self._build(config, backend)
+        self.reset_parameters(seed)
+
+    def _build(self, config: StudentConfig, backend: str) -> None:
+        h, p, eps = config.hidden, config.dropout, config.layer_norm_eps
+        self.embeddings = Embeddings(config)
+        layers = []
+        for spec in config.layers:
+            graph = spec.graph()
+            units = [GraphMLP(graph, h, spec.d_inner, backend=backend) for _ in range(spec.stacks)]
+            norms = [nn.LayerNorm(h, eps=eps) for _ in range(spec.stacks)]
+            attention = SelfAttention(h, config.heads, config.attention_dropout)
+            layers.append(EncoderLayer(attention, nn.LayerNorm(h, eps=eps),
+                                       MLPStack(units, norms, p), p))
+        self.layers = nn.ModuleList(layers)
+        self.pooler = nn.Linear(h, h)
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(h, config.num_outputs)
+
+    @classmethod
+    def assemble(cls, config: StudentConfig, embeddings: Embeddings, layers: list[EncoderLayer],
+                 pooler: nn.Linear, classifier: nn.Linear, *, backend: str = "eager") -> Student:
+        """A student from ready-made parts (used by supernet extraction; no initialization)."""
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.config, self.backend = config, backend
+        self.embeddings, self.layers = embeddings, nn.ModuleList(layers)
+        self.pooler, self.dropout, self.classifier = pooler, nn.Dropout(config.dropout), classifier
+        return self
+
+    @torch.no_grad()
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """BERT init: normal(0, initializer_range) weights, zero biases, unit LayerNorms.
+        With ``seed`` the result does not depend on (nor advance) the global RNG."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        std = self.config.initializer_range
+        norms = [m for m in self.modules() if isinstance(m, nn.LayerNorm)]
+        for m in norms:
+            m.weight.fill_(1.0)
+            m.bias.zero_()
+        skip = {id(p) for m in norms for p in m.parameters()}
+        for p in self.parameters():
+            if id(p) in skip:
+                continue
+            if p.dim() == 1:
+                p.zero_()
+            elif p.device.type == "cpu":
+                p.normal_(0.0, std, generator=gen)
+            else:  # draw on the CPU so the values do not depend on the device
+                p.copy_(torch.empty(p.shape, dtype=p.dtype).normal_(0.0, std, generator=gen))
+
+    # -------------------------------------------------------------------- forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> StudentOutput:
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, seq], got shape {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        key_masked = (attention_mask == 0)[:, None, None, :]
+        h = self.embeddings(input_ids, token_type_ids)
+        hidden, scores = [h], []
+        for layer in self.layers:
+            h, s = layer(h, key_masked)
+            hidden.append(h)
+            scores.append(s)
+        pooled = torch.tanh(self.pooler(h[:, 0]))
+        logits = self.classifier(self.dropout(pooled))
+        return StudentOutput(logits, tuple(hidden), tuple(scores), pooled, attention_mask)
+
+    # ------------------------------------------------------------------- helpers
+    @property
+    def device(self) -> torch.device:
+        return self.pooler.weight.device
+
+    def expressions(self) -> list[str]:
+        return [spec.expr for spec in self.config.layers]
+
+    def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
+        """Parameters of this architecture (borrowed MLP slices counted at their size)."""
+        counts = count_parameters(self.config)
+        return counts["total"] - (counts["embeddings"] if exclude_embeddings else 0)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write ``config.json`` (with the expressions) and ``model.safetensors``."""
+        return write_checkpoint(path, self.config.to_json(), self)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, backend: str = "eager",
+                        device: str | torch.device | None = None) -> Student:
+        path = Path(path)
+        if not (path / CONFIG_NAME).is_file():
+            raise CheckpointError(f"{path} has no {CONFIG_NAME}; save a student with "
+                                  "Student.save_pretrained(path) first")
+        model = cls(StudentConfig.load(path / CONFIG_NAME), backend=backend)
+        read_checkpoint(path, model)
+        return model.to(device) if device is not None else model
+
+
+def _normal_key(key: str) -> str:
+    """State-dict key without wrapper segments added by ``torch.compile``."""
+    return key.replace("_orig_mod.", "")
+
+
+def write_checkpoint(path: str | Path, config_json: str, module: nn.Module,
+                     extra: dict[str, Any] | None = None) -> Path:
+    """Save ``module``'s weights as safetensors beside its config (and optional JSON extras)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_NAME).write_text(config_json, encoding="utf-8")
+    if extra is not None:
+        for name, data in extra.items():
+            (path / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    state = {_normal_key(k): v.detach().to("cpu").contiguous()
+             for k, v in module.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_NAME), metadata={"format": "pt"})
+    return path
+
+
+def read_checkpoint(path: str | Path, module: nn.Module) -> None:
+    """Load ``model.safetensors`` from ``path`` into ``module``; name any key mismatch."""
+    file = Path(path) / WEIGHTS_NAME
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; the folder must hold {WEIGHTS_NAME}")
+    saved = load_file(str(file))
+    keys = {_normal_key(k): k for k in module.state_dict()}
+    missing, unexpected = sorted(set(keys) - set(saved)), sorted(set(saved) - set(keys))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{file} does not match its config: missing {missing[:5]}{'...' * (len(missing) > 5)}"
+            f", unexpected {unexpected[:5]}{'...' * (len(unexpected) > 5)}; was config.json "
+            "edited after saving?")
+    try:
+        module.load_state_dict({keys[k]: v for k, v in saved.items()})
+    except RuntimeError as e:
+        raise CheckpointError(f"{file} does not match its config: {e}") from None
+
+
+def count_parameters(config: StudentConfig) -> dict[str, int]:
+    """Parameters by part (embeddings, attention, mlp, head, total), computed from the config."""
+    h, e = config.hidden, config.word_width
+    emb = config.vocab_size * e + (config.max_position + config.type_vocab) * h + 2 * h
+    proj_in = 3 * e if config.trigram else e
+    if proj_in != h or config.trigram:
+        emb += proj_in * h + h
+    attention = config.num_layers * (4 * (h * h + h) + 2 * h)
+    mlp = sum(spec.stacks * (count_params(spec.graph(), d_model=h, d_inner=spec.d_inner) + 2 * h)
+              for spec in config.layers)
+    head = h * h + h + (h + 1) * config.num_outputs
+    return {"embeddings": emb, "attention": attention, "mlp": mlp, "head": head,
+            "total": emb + attention + mlp + head}

@@ -1,0 +1,170 @@
+"""Keys and equivalence: canonical keys, functional fingerprints, sympy meaning, proofs.
+
+- :func:`canonical_key`: the simplified graph as a RecExpr string; equal keys mean the
+  same simplified graph. Stable across processes and ``PYTHONHASHSEED``.
+- :func:`fingerprint`: a hash of the outputs on fixed, seeded probe inputs and weights
+  (float64, every output value, quantized to 1e-8 relative), so graphs that compute the
+  same function share it even when no rewrite rule shows it.
+- :func:`equivalent`: numeric probing, then a sympy proof on the element-wise parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import sympy
+import torch
+
+from .interp import evaluate
+from .ir import Graph, Node, Op, Width
+from .primitives import get_primitive
+from .simplify import simplify
+
+KEY_VERSION = "v1"
+PROBE_D, PROBE_K, PROBE_ROWS = 7, 5, 12
+
+
+def _row(n: Node, index: dict[int, int]) -> str:
+    kids = ",".join(str(index[id(s)]) for s in n.src)
+    if n.op is Op.INPUT:
+        return "x"
+    if n.op is Op.CONST:
+        return f"c{n.width.value}:{float(n.arg)!r}"
+    if n.op is Op.LINEAR:
+        return f"{n.arg}:{n.width.value}({kids})"
+    if n.op is Op.NARROW:
+        return f"narrow({kids})"
+    return f"{n.arg}({kids})"
+
+
+def recexpr_key(graph: Graph) -> str:
+    """The graph (as is, not simplified) as a compact RecExpr string."""
+    index: dict[int, int] = {}
+    rows = []
+    for i, n in enumerate(graph.nodes):
+        index[id(n)] = i
+        rows.append(_row(n, index))
+    return ";".join(rows)
+
+
+def canonical_key(graph: Graph) -> str:
+    """A stable string naming the simplified graph, e.g. ``v1|x;W1:k(0);gelu(1);W2:d(2)``."""
+    return f"{KEY_VERSION}|{recexpr_key(simplify(graph))}"
+
+
+# ------------------------------------------------------------------ fingerprint
+def probe_weights(graph: Graph, d_model: int = PROBE_D, d_inner: int = PROBE_K) -> dict:
+    """Fixed weights per linear name (seeded by the name, so independent of graph order)."""
+    out = {}
+    for name, (w_in, w_out) in graph.linears.items():
+        gen = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+        o, i = w_out.bind(d_model, d_inner), w_in.bind(d_model, d_inner)
+        out[name] = (torch.randn(o, i, generator=gen, dtype=torch.float64) / i**0.5,
+                     torch.randn(o, generator=gen, dtype=torch.float64) * 0.1)
+    return out
+
+
+def probe_outputs(graph: Graph, seed: int = 0) -> torch.Tensor:
+    """Outputs of ``graph`` on the fixed probe input ``seed`` (float64)."""
+    gen = torch.Generator().manual_seed(1234 + seed)
+    x = torch.randn(PROBE_ROWS, PROBE_D, generator=gen, dtype=torch.float64) * 1.5
+    with torch.no_grad():
+        return evaluate(graph, x, probe_weights(graph), d_inner=PROBE_K)
+
+
+def fingerprint(graph: Graph) -> str:
+    """Functional hash: equal for graphs computing the same function (up to float noise)."""
+    y = probe_outputs(graph).numpy()
+    finite = np.isfinite(y)
+    yf = np.where(finite, y, 0.0)
+    exp = np.floor(np.log2(np.maximum(1.0, np.abs(yf))))  # values > 1 keep 1e-8 relative
+    q = np.round(yf / np.exp2(exp) * 1e8).astype(np.int64)
+    h = hashlib.sha256()
+    h.update(q.tobytes())
+    h.update(exp.astype(np.int64).tobytes())
+    h.update(np.where(finite, 0, np.sign(np.nan_to_num(y, nan=2.0))).astype(np.int8).tobytes())
+    return h.hexdigest()[:24]
+
+
+# ------------------------------------------------------------------ sympy
+X = sympy.Symbol("x", real=True)
+
+
+def to_sympy(graph: Graph | Node) -> sympy.Expr:
+    """The element-wise meaning: ``x`` a real symbol, each linear an uninterpreted function
+    ``W1(...)``, each ``narrow`` an uninterpreted ``narrow(...)``."""
+    root = graph.root if isinstance(graph, Graph) else graph
+    from .ir import toposort
+
+    memo: dict[Node, sympy.Expr] = {}
+    for n in toposort(root):
+        if n.op is Op.INPUT:
+            e = X
+        elif n.op is Op.CONST:
+            e = sympy.nsimplify(float(n.arg), rational=True)
+        elif n.op is Op.LINEAR:
+            e = sympy.Function(str(n.arg))(memo[n.src[0]])
+        elif n.op is Op.NARROW:
+            e = sympy.Function("narrow")(memo[n.src[0]])
+        else:
+            e = get_primitive(str(n.arg)).sym(*(memo[s] for s in n.src))
+        memo[n] = e
+    return memo[root]
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """Result of :func:`equivalent`: truthy when equivalent; says which method decided."""
+
+    equivalent: bool
+    method: str  # "structural", "numeric" or "sympy"
+    reason: str
+
+    def __bool__(self) -> bool:
+        return self.equivalent
+
+
+def _sympy_proves(a: Graph, b: Graph) -> bool | None:
+    try:
+        diff = to_sympy(a) - to_sympy(b)
+        if diff == 0 or sympy.expand(diff) == 0:
+            return True
+        if sympy.count_ops(diff) > 150:
+            return None
+        return True if sympy.simplify(diff) == 0 else None
+    except Exception:  # noqa: BLE001 - sympy failing to decide is "undecided"
+        return None
+
+
+def equivalent(a: Graph, b: Graph, *, seeds: int = 3, use_sympy: bool = True) -> Equivalence:
+    """Do ``a`` and ``b`` compute the same function for all weights?
+
+    Equal canonical keys prove it ("structural"). Otherwise the graphs are run on
+    seeded probes: a difference proves they differ ("numeric"). If they agree, a sympy
+    proof on the element-wise parts is tried ("sympy"); if sympy cannot decide, the
+    answer rests on the probes ("numeric", with the number of probes in ``reason``).
+    """
+    sa, sb = simplify(a), simplify(b)
+    if sa == sb:
+        return Equivalence(True, "structural", "equal canonical keys after simplification")
+    if sa.linears != sb.linears:
+        return Equivalence(False, "structural",
+                           f"different linear layers: {dict(sa.linears)} vs {dict(sb.linears)}")
+    for s in range(seeds):
+        ya, yb = probe_outputs(sa, s), probe_outputs(sb, s)
+        if not torch.allclose(ya, yb, rtol=1e-9, atol=1e-12, equal_nan=True):
+            i = int((ya - yb).abs().nan_to_num(float("inf")).argmax())
+            return Equivalence(False, "numeric", f"outputs differ on probe {s} at flat index "
+                               f"{i}: {ya.flatten()[i].item()!r} vs {yb.flatten()[i].item()!r}")
+    if use_sympy and _sympy_proves(sa, sb):
+        return Equivalence(True, "sympy", "sympy proved the element-wise expressions equal")
+    return Equivalence(True, "numeric", f"outputs agree on {seeds} seeded probes of "
+                       f"{PROBE_ROWS}x{PROBE_D} inputs (no symbolic proof found)")
+
+
+def widths_of(graph: Graph) -> set[Width]:
+    """The width classes a graph uses (handy for reports)."""
+    return {n.width for n in graph.nodes}

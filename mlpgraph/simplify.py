@@ -1,0 +1,193 @@
+"""The simplifier: algebraic rules as data, driven by each primitive's declared properties.
+
+Rules never change the function computed on finite inputs (a property test in
+``tests/test_simplify.py`` compares the interpreter before and after on thousands of
+random graphs). Where a new primitive declares ``commutative``, ``identity=0`` and so
+on, these rules apply to it without any change here.
+
+To add a rule: write ``Rule(name, pattern, fn)`` and append it to :data:`RULES`.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+
+from . import ir
+from .ir import Graph, Node, Op, Width
+from .primitives import REGISTRY, Primitive, get_primitive
+from .rewrite import Pat, Rule, graph_rewrite, var
+
+_OP_ORDER = {Op.INPUT: 0, Op.CONST: 1, Op.LINEAR: 2, Op.NARROW: 3, Op.PRIM: 4}
+
+
+def sort_key(n: Node) -> tuple:
+    """Canonical order of commutative operands: simpler first, then a stable structural hash."""
+    return (n.height, _OP_ORDER[n.op], str(n.arg), n.digest)
+
+
+def _prim(n: Node) -> Primitive:
+    return get_primitive(str(n.arg))
+
+
+def _is_const(n: Node, value: float | None = None) -> bool:
+    return n.op is Op.CONST and (value is None or float(n.arg) == value)
+
+
+def _const_like(n: Node, value: float) -> Node:
+    return ir.const(value, n.width)
+
+
+# ------------------------------------------------------------------ rule bodies
+def _fold(n: Node, env: dict[str, Node]) -> Node | None:
+    if not n.src or not all(_is_const(s) for s in n.src):
+        return None
+    args = [torch.tensor(float(s.arg), dtype=torch.float64) for s in n.src]
+    with torch.no_grad():
+        v = float(_prim(n).fn(*args))
+    return _const_like(n, v) if math.isfinite(v) else None
+
+
+def _unary_idempotent(n: Node, env: dict[str, Node]) -> Node | None:
+    inner = n.src[0]
+    return inner if inner.op is Op.PRIM and inner.arg == n.arg else None
+
+
+def _involution(n: Node, env: dict[str, Node]) -> Node | None:
+    inner = n.src[0]
+    return inner.src[0] if inner.op is Op.PRIM and inner.arg == n.arg else None
+
+
+def _identity(n: Node, env: dict[str, Node]) -> Node | None:
+    p = _prim(n)
+    a, b = n.src
+    if p.identity is not None:
+        if _is_const(b, p.identity) and a.width is n.width:
+            return a
+        if _is_const(a, p.identity) and b.width is n.width:
+            return b
+    if p.right_identity is not None and _is_const(b, p.right_identity) and a.width is n.width:
+        return a
+    return None
+
+
+def _absorbing(n: Node, env: dict[str, Node]) -> Node | None:
+    z = _prim(n).absorbing
+    if any(_is_const(s, z) for s in n.src):
+        return _const_like(n, float(z))
+    return None
+
+
+def _self_sub(n: Node, env: dict[str, Node]) -> Node:
+    return _const_like(n, 0.0)
+
+
+def _chain_leaves(n: Node) -> list[Node]:
+    leaves: list[Node] = []
+    stack = [n]
+    while stack:
+        m = stack.pop()
+        if m.op is Op.PRIM and m.arg == n.arg and m.width is n.width:
+            stack.extend(reversed(m.src))
+        else:
+            leaves.append(m)
+    return leaves
+
+
+def _ac_normalize(n: Node, env: dict[str, Node]) -> Node | None:
+    """Associative + commutative chains: flatten, fold constants, dedupe if idempotent, sort,
+    rebuild left-deep."""
+    p = _prim(n)
+    leaves = _chain_leaves(n)
+    consts = [c for c in leaves if _is_const(c) and c.width is Width.S]
+    rest = [c for c in leaves if not (_is_const(c) and c.width is Width.S)]
+    if len(consts) > 1:
+        acc = torch.tensor(float(consts[0].arg), dtype=torch.float64)
+        for c in consts[1:]:
+            acc = p.fn(acc, torch.tensor(float(c.arg), dtype=torch.float64))
+        if not math.isfinite(float(acc)):
+            return None
+        consts = [ir.const(float(acc))]
+    if p.idempotent:
+        rest = list({id(r): r for r in rest}.values())
+    ordered = sorted(rest, key=sort_key) + consts
+    if len(ordered) == 1:
+        return ordered[0] if ordered[0].width is n.width else None
+    out = ordered[0]
+    for leaf in ordered[1:]:
+        out = ir.apply(p.name, out, leaf)
+    return out if out is not n else None
+
+
+def _commute(n: Node, env: dict[str, Node]) -> Node | None:
+    a, b = n.src
+    if _is_const(a) and a.width is Width.S and not (_is_const(b) and b.width is Width.S):
+        return ir.apply(str(n.arg), b, a)  # scalar constants go last
+    if _is_const(b) and b.width is Width.S:
+        return None
+    return ir.apply(str(n.arg), b, a) if sort_key(b) < sort_key(a) else None
+
+
+def _narrow_const(n: Node, env: dict[str, Node]) -> Node | None:
+    return ir.const(float(n.src[0].arg), Width.M) if _is_const(n.src[0]) else None
+
+
+def _unary(pred):
+    return lambda p: p.arity == 1 and pred(p)
+
+
+def _binary(pred):
+    return lambda p: p.arity == 2 and pred(p)
+
+
+#: The simplifier's rules, in the order they are tried at each node.
+RULES: list[Rule] = [
+    Rule("fold-constants", Pat(op=Op.PRIM), _fold, "an op on constants is a constant"),
+    Rule("narrow-constant", Pat(op=Op.NARROW), _narrow_const, "narrow(fill) is a fill"),
+    Rule("drop-identity-op", Pat(prim="identity", src=(var("a"),)), lambda n, e: e["a"],
+         "identity(a) -> a"),
+    Rule("idempotent-unary", Pat(where=_unary(lambda p: p.idempotent), src=(var("a"),)),
+         _unary_idempotent, "f(f(a)) -> f(a), e.g. relu(relu(a))"),
+    Rule("involution", Pat(where=_unary(lambda p: p.involution), src=(var("a"),)),
+         _involution, "f(f(a)) -> a, e.g. neg(neg(a))"),
+    Rule("idempotent-binary", Pat(where=_binary(lambda p: p.idempotent),
+                                  src=(var("a"), var("a"))),
+         lambda n, e: e["a"], "f(a, a) -> a, e.g. max(a, a)"),
+    Rule("self-subtraction", Pat(prim="sub", src=(var("a"), var("a"))), _self_sub,
+         "a - a -> 0 (of a's width)"),
+    Rule("identity-element", Pat(where=_binary(
+        lambda p: p.identity is not None or p.right_identity is not None)), _identity,
+        "f(a, e) -> a for an identity element e, e.g. a + 0, a * 1"),
+    Rule("absorbing-element", Pat(where=_binary(lambda p: p.absorbing is not None)),
+         _absorbing, "f(a, z) -> z for an absorbing element, e.g. a * 0"),
+    Rule("flatten-ac-chain", Pat(where=_binary(lambda p: p.associative and p.commutative)),
+         _ac_normalize, "flatten associative-commutative chains into a canonical order"),
+    Rule("commute", Pat(where=_binary(lambda p: p.commutative and not p.associative)),
+         _commute, "commutative (non-associative) operands in canonical order"),
+]
+
+
+def simplify(graph: Graph, *, rules: list[Rule] | None = None, max_steps: int = 10_000,
+             trace: list | None = None) -> Graph:
+    """Rewrite ``graph`` with :data:`RULES` (or ``rules``) to a fixed point.
+
+    Dead nodes disappear by construction (a graph holds only what its output reaches).
+    Pass a list as ``trace`` to receive ``(rule name, before, after)`` for every step.
+    With the default rules, results are memoized per node (weakly, so nothing is kept
+    alive), so re-simplifying a graph or a shared subgraph is a lookup.
+    """
+    memo = None
+    if rules is None and trace is None:
+        global _MEMO_VERSION
+        if _MEMO_VERSION != (REGISTRY.version, len(RULES)):
+            _MEMO.clear()
+            _MEMO_VERSION = (REGISTRY.version, len(RULES))
+        memo = _MEMO
+    return graph_rewrite(graph, RULES if rules is None else rules, max_steps=max_steps,
+                         trace=trace, memo=memo)
+
+
+_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MEMO_VERSION: tuple[int, int] = (-1, -1)

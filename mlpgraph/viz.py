@@ -1,0 +1,611 @@
+"""Drawings of MLP graphs: networkx conversion, Graphviz DOT, Mermaid, and SVG/PNG files.
+
+Every node shows its op and symbolic width (``k``), plus the integer width
+(``k=270``) when ``d_model``/``d_inner`` are given; linear nodes show ``in → out``
+and, with widths, their parameter count. ``narrow`` nodes (the explicit cut to
+``min(d, k)``) are drawn dashed and orange. A shared node is drawn once with an
+edge to each use. Operands of non-commutative ops are numbered 1, 2 on their
+edges (and placed left to right where the layout allows). Several graphs are
+drawn side by side, each under its title. :func:`render` uses Graphviz's ``dot``
+when it is installed (Debian/Ubuntu: ``apt-get install graphviz``; the better
+drawing) and otherwise draws with matplotlib, laying nodes out in rows by height.
+Output is deterministic: the same graph gives byte-identical DOT, Mermaid and SVG.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+
+from . import ir
+from .errors import MLPGraphError, SerializationError
+from .ir import Graph, Node, Op, Width
+from .primitives import get_primitive
+
+Graphs = Graph | Sequence[Graph | tuple[str, Graph]]
+IntOrInts = int | Sequence[int] | None
+FORMATS = ("svg", "png", "pdf")
+ENGINES = ("auto", "graphviz", "matplotlib")
+
+# kind -> (fill, border, dashed); one table for DOT, Mermaid and matplotlib
+STYLE: dict[str, tuple[str, str, bool]] = {
+    "input": ("#e9ecef", "#495057", False),
+    "linear": ("#dbe8f7", "#2f5f98", False),
+    "activation": ("#e2f2df", "#3b7a33", False),
+    "prim": ("#fff4d1", "#9a7400", False),
+    "const": ("#ffffff", "#868e96", False),
+    "narrow": ("#ffe3cc", "#d9480f", True),
+}
+
+
+# ------------------------------------------------------------------ labels
+def node_kind(node: Node) -> str:
+    """The style class of a node: input, linear, activation, prim, const or narrow."""
+    if node.op is Op.PRIM:
+        return "activation" if get_primitive(str(node.arg)).is_activation else "prim"
+    return {Op.INPUT: "input", Op.LINEAR: "linear", Op.CONST: "const"}.get(node.op, "narrow")
+
+
+def _width(w: Width, d_model: int | None, d_inner: int | None) -> str:
+    if w is Width.S:
+        return "scalar"
+    return w.value if d_model is None else f"{w.value}={w.bind(d_model, d_inner)}"
+
+
+def node_label(node: Node, d_model: int | None = None, d_inner: int | None = None, *,
+               shared: bool = False) -> str:
+    """The text drawn in a node, one item per line (``shared``: the linear's weights are reused)."""
+    w = lambda x: _width(x, d_model, d_inner)  # noqa: E731
+    if node.op is Op.INPUT:
+        lines = ["x", w(Width.D)]
+    elif node.op is Op.CONST:
+        v = repr(float(node.arg))
+        lines = [v, "scalar"] if node.width is Width.S else [f"fill {v}", w(node.width)]
+    elif node.op is Op.NARROW:
+        lines = ["narrow", f"{w(node.src[0].width)} → {w(Width.M)}"]
+    elif node.op is Op.LINEAR:
+        lines = [str(node.arg), f"{w(node.src[0].width)} → {w(node.width)}"]
+        if d_model is not None:
+            fan_in = node.src[0].width.bind(d_model, d_inner)
+            out = node.width.bind(d_model, d_inner)
+            lines.append(f"{fan_in * out + out:,} params" + (" (shared)" if shared else ""))
+        elif shared:
+            lines.append("(shared)")
+    else:
+        lines = [str(node.arg), w(node.width)]
+    return "\n".join(lines)
+
+
+def _ordered(node: Node) -> bool:
+    """Whether operand order must be shown (a non-commutative op of two or more operands)."""
+    return node.op is Op.PRIM and len(node.src) > 1 and \
+        not get_primitive(str(node.arg)).commutative
+
+
+# --------------------------------------------------------------- networkx
+def to_networkx(graph: Graph) -> nx.DiGraph:
+    """The graph as a ``networkx.DiGraph``.
+
+    Node ids are topological indices (root last) with attributes ``op``, ``arg``,
+    ``width`` (the enum values, e.g. ``"prim"``, ``"gelu"``, ``"k"``) and ``label``.
+    Edges go child -> parent; ``index`` is the operand position and ``indices``
+    all positions (``mul(a, a)`` is one edge with ``indices == (0, 1)``).
+    """
+    g = nx.DiGraph(format="mlpgraph", root=len(graph.nodes) - 1)
+    index: dict[int, int] = {}
+    for i, n in enumerate(graph.nodes):
+        index[id(n)] = i
+        g.add_node(i, op=n.op.value, arg=n.arg, width=n.width.value, label=node_label(n))
+        for pos, s in enumerate(n.src):
+            j = index[id(s)]
+            if g.has_edge(j, i):
+                g.edges[j, i]["indices"] += (pos,)
+            else:
+                g.add_edge(j, i, index=pos, indices=(pos,))
+    return g
+
+
+def from_networkx(g: nx.DiGraph) -> Graph:
+    """The :class:`Graph` a DiGraph made by :func:`to_networkx` describes.
+
+    Node ids may be any hashable; edges may carry ``index`` or ``indices``.
+    Raises :class:`SerializationError` naming the offending node or edge.
+    """
+    if not isinstance(g, nx.DiGraph):
+        raise SerializationError(f"expected a networkx.DiGraph (as made by to_networkx), got "
+                                 f"{type(g).__name__}; directed edges child -> parent are needed")
+    if g.number_of_nodes() == 0:
+        raise SerializationError("the DiGraph has no nodes; a graph needs at least the input x")
+    try:
+        order = list(nx.topological_sort(g))
+    except nx.NetworkXUnfeasible:
+        cycle = [u for u, *_ in nx.find_cycle(g)]
+        raise SerializationError(f"the DiGraph has a cycle through nodes {cycle}; edges must go "
+                                 "from an operand to its user, without cycles") from None
+    sinks = [v for v in order if g.out_degree(v) == 0]
+    if len(sinks) != 1:
+        raise SerializationError(f"the DiGraph has {len(sinks)} output nodes {sinks} (nodes "
+                                 "without out-edges); it must have exactly one, the root")
+    built: dict[object, Node] = {}
+    for v in order:
+        operands: dict[int, Node] = {}
+        for u, _, data in g.in_edges(v, data=True):
+            positions = data.get("indices", (data["index"],) if "index" in data else None)
+            if not isinstance(positions, (tuple, list)) or not positions:
+                raise SerializationError(f"edge {u!r} -> {v!r} has no operand position; give it "
+                                         "an attribute index=<position> (0 = first operand)")
+            for pos in positions:
+                if type(pos) is not int or pos in operands:
+                    raise SerializationError(f"edge {u!r} -> {v!r} has bad or repeated operand "
+                                             f"position {pos!r}")
+                operands[pos] = built[u]
+        if sorted(operands) != list(range(len(operands))):
+            raise SerializationError(f"node {v!r} has operand positions {sorted(operands)}; "
+                                     f"they must be 0..{len(operands) - 1} without gaps")
+        built[v] = _build(v, g.nodes[v], tuple(operands[i] for i in range(len(operands))))
+    try:
+        return Graph(built[sinks[0]])
+    except MLPGraphError as e:
+        raise SerializationError(f"root node {sinks[0]!r}: {e}") from None
+
+
+def _build(v: object, data: dict, src: tuple[Node, ...]) -> Node:
+    where = f"node {v!r}"
+    try:
+        op, width = Op(data.get("op")), Width(data.get("width"))
+    except ValueError:
+        raise SerializationError(
+            f"{where} has op={data.get('op')!r}, width={data.get('width')!r}; op must be one of "
+            f"{[o.value for o in Op]} and width one of {[w.value for w in Width]}") from None
+    arg = data.get("arg")
+    arity = {Op.INPUT: 0, Op.CONST: 0, Op.NARROW: 1, Op.LINEAR: 1}.get(op)
+    if arity is not None and len(src) != arity:
+        raise SerializationError(f"{where} ({op.value}) takes {arity} operand(s) but has "
+                                 f"{len(src)} in-edge position(s)")
+    if (op is Op.CONST) != isinstance(arg, (int, float)) or isinstance(arg, bool) or \
+            (op in (Op.LINEAR, Op.PRIM) and not isinstance(arg, str)):
+        raise SerializationError(f"{where} ({op.value}) has bad arg {arg!r}: constants need a "
+                                 "number, linears a name like 'W1', prims a primitive name")
+    try:
+        if op is Op.INPUT:
+            node = ir.input_node()
+        elif op is Op.CONST:
+            node = ir.const(float(arg), width)
+        elif op is Op.NARROW:
+            node = ir.narrow(src[0])
+        elif op is Op.LINEAR:
+            node = ir.linear(arg, src[0], width)
+        else:
+            node = ir.apply(arg, *src, coerce=False)
+    except MLPGraphError as e:
+        raise SerializationError(f"{where} ({op.value} {arg!r}): {e}") from None
+    if node.width is not width:
+        raise SerializationError(f"{where} ({op.value} {arg!r}) has width {node.width.value!r} "
+                                 f"from its operands but says width={width.value!r}")
+    return node
+
+
+# ----------------------------------------------------------------- panels
+@dataclass(frozen=True)
+class _Panel:
+    graph: Graph
+    title: str | None
+    d_model: int | None
+    d_inner: int | None
+
+    def header(self) -> list[str]:
+        """Title line (if any) and, with widths, the width/parameter line."""
+        lines = [self.title] if self.title else []
+        if self.d_model is not None:
+            from .cost import count_params
+
+            n = count_params(self.graph, d_model=self.d_model, d_inner=self.d_inner)
+            lines.append(f"d={self.d_model}, k={self.d_inner}: {n:,} params")
+        return lines
+
+    def labels(self) -> list[str]:
+        uses: dict[str, int] = {}
+        for n in self.graph.nodes:
+            if n.op is Op.LINEAR:
+                uses[str(n.arg)] = uses.get(str(n.arg), 0) + 1
+        return [node_label(n, self.d_model, self.d_inner,
+                           shared=n.op is Op.LINEAR and uses[str(n.arg)] > 1)
+                for n in self.graph.nodes]
+
+
+def _panels(graphs: Graphs, titles: Sequence[str | None] | None, d_model: int | None,
+            d_inner: IntOrInts) -> list[_Panel]:
+    items = [graphs] if isinstance(graphs, Graph) else list(graphs)
+    pairs: list[tuple[str | None, Graph]] = []
+    for i, it in enumerate(items):
+        if isinstance(it, Graph):
+            pairs.append((None, it))
+        elif isinstance(it, tuple) and len(it) == 2 and isinstance(it[1], Graph):
+            pairs.append((str(it[0]), it[1]))
+        else:
+            raise TypeError(f"item {i} is a {type(it).__name__}; pass a Graph, a list of Graphs "
+                            "or a list of (title, Graph) pairs")
+    if not pairs:
+        raise ValueError("no graphs to draw; pass at least one Graph")
+    if titles is not None:
+        if len(titles) != len(pairs):
+            raise ValueError(f"got {len(titles)} titles for {len(pairs)} graphs; give one each")
+        pairs = [(t, g) for t, (_, g) in zip(titles, pairs, strict=True)]
+    elif len(pairs) > 1:  # untitled side-by-side panels are titled by their expression
+        pairs = [(t if t is not None else str(g), g) for t, g in pairs]
+    inner = [d_inner] * len(pairs) if d_inner is None or isinstance(d_inner, int) \
+        else list(d_inner)
+    if len(inner) != len(pairs):
+        raise ValueError(f"got {len(inner)} d_inner values for {len(pairs)} graphs; give one "
+                         "for all or one per graph")
+    for name, v in [("d_model", d_model), *(("d_inner", k) for k in inner)]:
+        if v is not None and (type(v) is not int or v < 1):
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if (v is None) != (d_model is None):
+            raise ValueError("give both d_model and d_inner (or neither) to show integer widths")
+    return [_Panel(g, t, d_model, k) for (t, g), k in zip(pairs, inner, strict=True)]
+
+
+def _titles(title: str | Sequence[str] | None) -> list[str] | None:
+    return [title] if isinstance(title, str) else None if title is None else list(title)
+
+
+# -------------------------------------------------------------------- DOT
+def _dot_str(s: str) -> str:
+    """A DOT double-quoted string; backslashes and quotes escaped, newlines as centred breaks."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def to_dot(graph: Graphs, d_model: int | None = None, d_inner: IntOrInts = None,
+           title: str | Sequence[str] | None = None) -> str:
+    """Graphviz DOT text for a graph, or several side by side (each a titled cluster).
+
+    ``graph`` may be a Graph, a list of Graphs or of (title, Graph) pairs; ``title``
+    one string or one per graph; ``d_inner`` one int or one per graph.
+    """
+    return _dot(_panels(graph, _titles(title), d_model, d_inner))
+
+
+def _dot(panels: list[_Panel]) -> str:
+    out = ["digraph mlp {",
+           "  // edges are written user -> operand with dir=back, so that ordering=out puts",
+           "  // operands left to right in order while the input x sits at the bottom",
+           '  graph [rankdir=TB, newrank=true, nodesep=0.25, ranksep=0.3, '
+           'fontname="Helvetica,Arial,sans-serif"];',
+           '  node [shape=box, style="rounded,filled", fontname="Helvetica,Arial,sans-serif", '
+           "fontsize=11, margin=\"0.12,0.05\"];",
+           '  edge [dir=back, color="#495057", arrowsize=0.7, fontsize=9, fontcolor="#495057", '
+           'fontname="Helvetica,Arial,sans-serif"];']
+    for p_i, p in enumerate(panels):
+        header, pad = p.header(), "  "
+        if len(panels) > 1 or header:
+            out.append(f"  subgraph cluster_{p_i} {{")
+            out.append(f"    graph [label={_dot_str(chr(10).join(header))}, labelloc=t, "
+                       'fontsize=13, style="rounded", color="#ced4da"];')
+            pad = "    "
+        for i, (n, label) in enumerate(zip(p.graph.nodes, p.labels(), strict=True)):
+            fill, border, dashed = STYLE[node_kind(n)]
+            style = "rounded,filled,dashed" if dashed else "rounded,filled"
+            extra = (", penwidth=1.6" if dashed else "") + (", ordering=out" if _ordered(n) else "")
+            out.append(f'{pad}g{p_i}n{i} [label={_dot_str(label)}, style="{style}", '
+                       f'fillcolor="{fill}", color="{border}"{extra}];')
+        index = {id(n): i for i, n in enumerate(p.graph.nodes)}
+        for i, n in enumerate(p.graph.nodes):
+            for pos, s in enumerate(n.src):
+                lab = f' [taillabel="{pos + 1}", labeldistance=1.6]' if _ordered(n) else ""
+                out.append(f"{pad}g{p_i}n{i} -> g{p_i}n{index[id(s)]}{lab};")
+        if pad == "    ":
+            out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- Mermaid
+_MERMAID_ESC = {'"': "#34;", "#": "#35;", "&": "#38;", "<": "#60;", ">": "#62;", "`": "#96;"}
+
+
+def _mermaid_str(s: str) -> str:
+    """A quoted Mermaid label: special characters as ``#code;`` entities, newlines as <br/>."""
+    lines = ("".join(_MERMAID_ESC.get(c, c) for c in line) for line in s.split("\n"))
+    return '"' + "<br/>".join(lines) + '"'
+
+
+def to_mermaid(graph: Graphs, d_model: int | None = None, d_inner: IntOrInts = None,
+               title: str | Sequence[str] | None = None) -> str:
+    """A Mermaid flowchart (input at the bottom); several graphs become titled subgraphs.
+
+    Arguments as for :func:`to_dot`.
+    """
+    panels = _panels(graph, _titles(title), d_model, d_inner)
+    out = ["flowchart BT"]
+    used: set[str] = set()
+    for p_i, p in enumerate(panels):
+        header, pad = p.header(), "  "
+        if len(panels) > 1 or header:
+            out += [f"  subgraph g{p_i} [{_mermaid_str(chr(10).join(header) or ' ')}]",
+                    "    direction BT"]
+            pad = "    "
+        for i, (n, label) in enumerate(zip(p.graph.nodes, p.labels(), strict=True)):
+            used.add(node_kind(n))
+            out.append(f"{pad}g{p_i}n{i}[{_mermaid_str(label)}]:::mlp_{node_kind(n)}")
+        index = {id(n): i for i, n in enumerate(p.graph.nodes)}
+        for i, n in enumerate(p.graph.nodes):
+            for pos, s in enumerate(n.src):
+                arrow = f"-->|{pos + 1}|" if _ordered(n) else "-->"
+                out.append(f"{pad}g{p_i}n{index[id(s)]} {arrow} g{p_i}n{i}")
+        if pad == "    ":
+            out.append("  end")
+    for kind, (fill, border, dashed) in STYLE.items():
+        if kind in used:
+            dash = ",stroke-dasharray:5 4" if dashed else ""
+            out.append(f"  classDef mlp_{kind} fill:{fill},stroke:{border},color:#212529{dash}")
+    return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------- render
+def render(graph_or_graphs: Graphs, path: str | Path, *, titles: Sequence[str] | None = None,
+           d_model: int | None = None, d_inner: IntOrInts = None, engine: str = "auto") -> Path:
+    """Draw one graph or several side by side into ``path`` (.svg, .png or .pdf).
+
+    ``engine``: "graphviz" (needs ``dot``), "matplotlib", or "auto" (Graphviz when
+    ``dot`` is on PATH). ``d_inner`` may be one int per graph. Returns the path.
+    """
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise ValueError(f"cannot tell the image format from {str(path)!r}; end the file name "
+                         f"in one of {', '.join('.' + f for f in FORMATS)}")
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    panels = _panels(graph_or_graphs, titles, d_model, d_inner)
+    dot = shutil.which("dot")
+    if engine == "graphviz" and dot is None:
+        raise RuntimeError("engine='graphviz' needs the Graphviz 'dot' program, which is not on "
+                           "PATH; install it (apt-get install graphviz) or use engine='matplotlib'")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if engine == "graphviz" or (engine == "auto" and dot is not None):
+        cmd = [str(dot), f"-T{fmt}", *(["-Gdpi=150"] if fmt == "png" else []), "-o", str(path)]
+        run = subprocess.run(cmd, input=_dot(panels).encode(), capture_output=True,
+                             timeout=120, check=False)
+        if run.returncode != 0:
+            raise RuntimeError(f"dot failed (exit {run.returncode}) writing {path}: "
+                               f"{run.stderr.decode(errors='replace').strip()}")
+        return path
+    _draw(panels, path, fmt)
+    return path
+
+
+# ------------------------------------------- matplotlib: layered layout
+_FS, _TFS, _SFS = 9.0, 10.0, 8.0  # node, title, subtitle font sizes (pt)
+_FONT = ["DejaVu Sans Mono", "monospace"]  # ships with matplotlib; monospace: exact widths
+_CW, _LH = 0.6 / 72, 1.3 / 72  # glyph advance and line height per pt of font size (inch)
+_PADX, _PADY, _GAPX, _GAPY, _MARGIN = 0.1, 0.06, 0.22, 0.34, 0.2
+
+
+@dataclass
+class _Box:
+    lines: list[str]
+    kind: str
+    layer: int
+    w: float = 0.06  # dummy boxes (bends of long edges) are narrow and empty
+    h: float = 0.0
+    x: float = 0.0
+    y: float = 0.0
+
+
+def _place(desired: list[float], widths: list[float]) -> list[float]:
+    """Positions closest (least squares) to ``desired`` keeping order and spacing (PAVA)."""
+    off = [0.0]
+    for a, b in zip(widths, widths[1:], strict=False):
+        off.append(off[-1] + (a + b) / 2 + _GAPX)
+    blocks: list[list[float]] = []  # [sum, count] of pooled targets, non-decreasing
+    for t in (d - o for d, o in zip(desired, off, strict=True)):
+        blocks.append([t, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    fit = [s / c for s, c in blocks for _ in range(int(c))]
+    return [f + o for f, o in zip(fit, off, strict=True)]
+
+
+def _layout(p: _Panel) -> tuple[list[_Box], list[tuple[list[int], int, int, bool]]]:
+    """Boxes at (x, y) and edges as (box chain child..parent, operand pos, arity, numbered)."""
+    nodes, labels = p.graph.nodes, p.labels()
+    index = {id(n): i for i, n in enumerate(nodes)}
+    layer = [n.height for n in nodes]
+    parents: list[list[int]] = [[] for _ in nodes]
+    for i, n in enumerate(nodes):
+        for s in n.src:
+            parents[index[id(s)]].append(i)
+    for i in reversed(range(len(nodes))):  # constants sit just below their first user
+        if nodes[i].op is Op.CONST and parents[i]:
+            layer[i] = min(layer[j] for j in parents[i]) - 1
+    boxes = []
+    for n, text, lay in zip(nodes, labels, layer, strict=True):
+        lines = text.split("\n")
+        boxes.append(_Box(lines, node_kind(n), lay, max(map(len, lines)) * _CW * _FS + 2 * _PADX,
+                          len(lines) * _LH * _FS + 2 * _PADY))
+    edges, key = [], [float(i) for i in range(len(nodes))]
+    for i, n in enumerate(nodes):
+        for pos, s in enumerate(n.src):
+            chain = [index[id(s)]]
+            for lay in range(layer[chain[0]] + 1, layer[i]):
+                boxes.append(_Box([], "", lay))
+                key.append(chain[0] + 0.5)
+                chain.append(len(boxes) - 1)
+            edges.append((chain + [i], pos, len(n.src), _ordered(n)))
+    top = max(b.layer for b in boxes)
+    rows = [sorted((b for b in range(len(boxes)) if boxes[b].layer == r), key=key.__getitem__)
+            for r in range(top + 1)]
+    segs = [(c[k], c[k + 1], (pos - (ar - 1) / 2) * (k == len(c) - 2 and num))
+            for c, pos, ar, num in edges for k in range(len(c) - 1)]
+    ups: list[list[tuple[int, float]]] = [[] for _ in boxes]  # (box above, operand offset)
+    downs: list[list[tuple[int, float]]] = [[] for _ in boxes]
+    for lo, hi, off in segs:
+        ups[lo].append((hi, off))
+        downs[hi].append((lo, off))
+    rows = _order(rows, segs, ups, downs)
+    y = prev = 0.0
+    for r, row in enumerate(rows):  # rows bottom-up; spacing by the tallest box of each row
+        h = max(boxes[b].h for b in row)
+        y += (h / 2) if r == 0 else (prev + h) / 2 + _GAPY
+        prev = h
+        xs = _place([0.0] * len(row), [boxes[b].w for b in row])
+        for b, x in zip(row, xs, strict=True):
+            boxes[b].x, boxes[b].y = x, y
+    for it in range(12):  # pull each row toward its neighbours, alternating direction
+        for row in rows if it % 2 else rows[::-1]:
+            want = []
+            for b in row:
+                near = [boxes[hi].x - off * 0.25 for hi, off in ups[b]]
+                near += [boxes[lo].x + off * 0.25 for lo, off in downs[b]]
+                want.append(sum(near) / len(near) if near else boxes[b].x)
+            for b, x in zip(row, _place(want, [boxes[b].w for b in row]), strict=True):
+                boxes[b].x = x
+    left = min(b.x - b.w / 2 for b in boxes)
+    for b in boxes:
+        b.x -= left
+    return boxes, edges
+
+
+def _order(rows: list[list[int]], segs: list, ups: list, downs: list) -> list[list[int]]:
+    """Barycentre sweeps over the rows, keeping the ordering with the fewest crossings."""
+    def crossings(rs: list[list[int]]) -> int:
+        at = {b: i for r in rs for i, b in enumerate(r)}
+        total = 0
+        for row in rs[:-1]:  # segments leaving one row, pairwise
+            ss = [(at[lo], at[hi] + off * 0.5) for lo in row for hi, off in ups[lo]]
+            total += sum(1 for i, (a, b) in enumerate(ss) for c, d in ss[i + 1:]
+                         if (a - c) * (b - d) < 0)
+        return total
+
+    best, best_n = [list(r) for r in rows], crossings(rows)
+    for sweep in range(8):
+        up = sweep % 2 == 0
+        for r in range(1, len(rows)) if up else range(len(rows) - 2, -1, -1):
+            at = {b: i for rr in rows for i, b in enumerate(rr)}
+            bary = {}
+            for b in rows[r]:
+                near = [at[lo] - off * 0.5 for lo, off in downs[b]] if up else \
+                    [at[hi] + off * 0.5 for hi, off in ups[b]]
+                bary[b] = sum(near) / len(near) if near else at[b]
+            rows[r].sort(key=bary.__getitem__)
+        n = crossings(rows)
+        if n < best_n:
+            best, best_n = [list(r) for r in rows], n
+    improved = True
+    while improved and best_n and len(segs) < 400:  # swap neighbours while that helps
+        improved = False
+        for row in best:
+            for i in range(len(row) - 1):
+                row[i], row[i + 1] = row[i + 1], row[i]
+                n = crossings(best)
+                if n < best_n:
+                    best_n, improved = n, True
+                else:
+                    row[i], row[i + 1] = row[i + 1], row[i]
+    return best
+
+
+def _edge_paths(boxes: list[_Box], edges: list) -> list[tuple[list, tuple[float, float]]]:
+    """Per edge: Bezier vertices (child top, through its bends, to the parent) and its end."""
+    start, slot = {}, {}
+    outs: dict[int, list[tuple[float, int]]] = {}
+    ins: dict[int, list[tuple[float, int, int]]] = {}
+    for e, (chain, pos, _, _) in enumerate(edges):
+        outs.setdefault(chain[0], []).append((boxes[chain[1]].x, e))
+        ins.setdefault(chain[-1], []).append((boxes[chain[-2]].x, pos, e))
+    for b, lst in outs.items():  # a shared node's out-edges leave side by side
+        step = min(0.16, boxes[b].w / (len(lst) + 1))
+        for k, (_, e) in enumerate(sorted(lst)):
+            start[e] = (k - (len(lst) - 1) / 2) * step
+    for lst in ins.values():  # operands arrive in order if numbered, else left to right
+        for k, (_, pos, e) in enumerate(sorted(lst)):
+            slot[e] = pos if edges[e][3] else k
+    out = []
+    for e, (chain, _, arity, _) in enumerate(edges):
+        lo, hi = boxes[chain[0]], boxes[chain[-1]]
+        pts = [(lo.x + start[e], lo.y + lo.h / 2)] + [(boxes[b].x, boxes[b].y) for b in chain[1:-1]]
+        end = (hi.x + (slot[e] - (arity - 1) / 2) * min(0.25, hi.w / (arity + 1)), hi.y - hi.h / 2)
+        verts = [pts[0]]
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:] + [end], strict=True):
+            verts += [(x0, (y0 + y1) / 2), (x1, (y0 + y1) / 2), (x1, y1)]  # vertical tangents
+        out.append((verts, end))
+    return out
+
+
+def _headers(panels: list[_Panel], laid: list) -> tuple[list[list], list[float]]:
+    """Per panel: header lines (text, font size, weight) and the panel width (inch)."""
+    heads, widths = [], []
+    for p, (boxes, _) in zip(panels, laid, strict=True):
+        gw, header = max(b.x + b.w / 2 for b in boxes), p.header()
+        cols = max(30, int(gw / (_CW * _TFS)))  # wrap long titles to about the graph's width
+        lines = [(t, _TFS, "bold") for t in (textwrap.wrap(p.title, cols) if p.title else [])]
+        lines += [(t, _SFS, "normal") for t in header[1 if p.title else 0:]]
+        heads.append(lines)
+        widths.append(max([gw] + [len(t) * _CW * size for t, size, _ in lines]))
+    return heads, widths
+
+
+def _draw(panels: list[_Panel], path: Path, fmt: str) -> None:
+    try:
+        from matplotlib import rc_context
+        from matplotlib.figure import Figure
+        from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+        from matplotlib.path import Path as MPath
+    except ImportError:
+        raise RuntimeError("drawing without Graphviz needs matplotlib: pip install "
+                           "'efficientbert[viz]' (or apt-get install graphviz)") from None
+    laid = [_layout(p) for p in panels]
+    heads, widths = _headers(panels, laid)
+    head_h = max(sum(_LH * s for _, s, _ in h) for h in heads) + (0.12 if any(heads) else 0)
+    fig_w = sum(widths) + _GAPX * 3 * (len(panels) - 1) + 2 * _MARGIN
+    fig_h = max(max(b.y + b.h / 2 for b in bs) for bs, _ in laid) + head_h + 2 * _MARGIN
+    fig = Figure(figsize=(fig_w, fig_h))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set(xlim=(0, fig_w), ylim=(0, fig_h))
+    ax.axis("off")
+    text = dict(family=_FONT, ha="center", va="center", parse_math=False, color="#212529")
+    ox = _MARGIN
+    for (boxes, edges), head, pw in zip(laid, heads, widths, strict=True):
+        if len(panels) > 1:
+            ax.add_patch(FancyBboxPatch((ox - _GAPX / 2, _MARGIN / 3), pw + _GAPX,
+                                        fig_h - _MARGIN * 2 / 3, fc="none", ec="#ced4da",
+                                        boxstyle="round,pad=0,rounding_size=0.08", lw=0.8))
+        ty = fig_h - _MARGIN
+        for t, size, weight in head:
+            ax.text(ox + pw / 2, ty - _LH * size / 2, t, fontsize=size, weight=weight, **text)
+            ty -= _LH * size
+        cx = ox + pw / 2 - max(b.x + b.w / 2 for b in boxes) / 2  # graph centred, top-aligned
+        cy = fig_h - _MARGIN - head_h - max(b.y + b.h / 2 for b in boxes)
+        for (verts, end), (_, pos, arity, numbered) in zip(_edge_paths(boxes, edges), edges,
+                                                         strict=True):
+            path_ = MPath([(cx + x, cy + y) for x, y in verts],
+                          [MPath.MOVETO] + [MPath.CURVE4] * (len(verts) - 1))
+            ax.add_patch(FancyArrowPatch(path=path_, arrowstyle="-|>", mutation_scale=9, lw=0.9,
+                                         color="#495057", shrinkA=0, shrinkB=0, zorder=1))
+            if numbered:  # operand number beside the arrow head, on the outer side
+                left = pos < (arity - 1) / 2
+                ax.text(cx + end[0] + (-0.05 if left else 0.05), cy + end[1] - 0.09,
+                        str(pos + 1), fontsize=7, **{**text, "ha": "right" if left else "left"})
+        for b in (b for b in boxes if b.lines):
+            fill, border, dashed = STYLE[b.kind]
+            ax.add_patch(FancyBboxPatch((cx + b.x - b.w / 2, cy + b.y - b.h / 2), b.w, b.h,
+                                        boxstyle="round,pad=0,rounding_size=0.06", fc=fill,
+                                        ec=border, lw=1.4 if dashed else 0.9,
+                                        ls=(0, (4, 2)) if dashed else "-", zorder=2))
+            top = cy + b.y + b.h / 2 - _PADY
+            for k, line in enumerate(b.lines):
+                ax.text(cx + b.x, top - (k + 0.5) * _LH * _FS, line, fontsize=_FS,
+                        weight="bold" if k == 0 else "normal", zorder=3, **text)
+        ox += pw + _GAPX * 3
+    with rc_context({"svg.fonttype": "none", "svg.hashsalt": "mlpgraph"}):
+        meta = {"Date": None} if fmt == "svg" else {}
+        fig.savefig(path, format=fmt, dpi=150, metadata=meta, facecolor="white")

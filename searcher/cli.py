@@ -1,0 +1,39 @@
+"""The ``efficientbert`` console command: one subcommand per task, each owned by its layer."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from mlpgraph import MLPGraphError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mlpgraph import cli_paper, cli_view
+
+    parser = argparse.ArgumentParser(
+        prog="efficientbert",
+        description="Symbolic MLP expression compiler and EfficientBERT-style MLP search.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (cli_paper, cli_view):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MLPGraphError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Primitive declarations: built-ins pass every check; bad declarations are refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sympy as sp
+import torch
+
+import mlpgraph as mg
+from mlpgraph.builtins import PAPER_BINARY, PAPER_UNARY
+from mlpgraph.primitives import REGISTRY, Registry, check_primitive, primitive
+
+
+@pytest.mark.parametrize("prim", list(REGISTRY), ids=lambda p: p.name)
+def test_every_builtin_passes_registration_checks(prim):
+    check_primitive(prim)
+
+
+def test_builtin_set():
+    names = set(REGISTRY.names())
+    assert set(PAPER_UNARY) | set(PAPER_BINARY) <= names
+    assert {"identity", "neg", "sub", "min", "square", "squared_relu", "softplus", "silu",
+            "gelu_erf", "erf_gelu"} <= names
+    assert mg.get_primitive("silu") is mg.get_primitive("swish")
+
+
+def test_builtin_meanings_against_formulas():
+    v = torch.linspace(-4, 4, 81, dtype=torch.float64)
+    c = math.sqrt(2 / math.pi)
+    ref = {
+        "gelu": 0.5 * v * (1 + torch.tanh(c * (v + 0.044715 * v**3))),
+        "gelu_erf": 0.5 * v * (1 + torch.erf(v / math.sqrt(2))),
+        "leaky_relu": torch.where(v > 0, v, 0.01 * v),
+        "elu": torch.where(v > 0, v, torch.exp(v) - 1),
+        "swish": v / (1 + torch.exp(-v)),
+        "squared_relu": torch.clamp(v, min=0) ** 2,
+        "softplus": torch.log1p(torch.exp(v)),
+    }
+    for name, want in ref.items():
+        torch.testing.assert_close(mg.get_primitive(name).fn(v), want, rtol=1e-12, atol=1e-12)
+
+
+def _reg() -> Registry:
+    return Registry()
+
+
+def test_user_primitive_registers_and_works_everywhere():
+    reg = REGISTRY
+
+    @primitive(sympy=lambda a: a * sp.tanh(sp.log(1 + sp.exp(a))), tags={"activation"},
+               flops=8, registry=reg)
+    def mish_test(a):
+        return a * torch.tanh(torch.nn.functional.softplus(a))
+
+    g = mg.parse("W2(mish_test(W1(x)))")
+    w = mg.random_weights(g, 6, 3)
+    y = mg.evaluate(g, torch.randn(2, 6), w)
+    assert y.shape == (2, 6)
+    assert "tanh" in str(mg.to_sympy(g))
+    # registering the same declaration again is a no-op, a different meaning is an error
+    primitive(mish_test.fn, name="mish_test", sympy=mish_test.sym, tags={"activation"},
+              flops=8)
+    with pytest.raises(mg.PrimitiveError, match="different meaning"):
+        @primitive(sympy=lambda a: sp.tanh(a), name="mish_test")
+        def other(a):
+            return torch.tanh(a)
+
+
+@pytest.mark.parametrize("kwargs, fn, check", [
+    ({"arity": 2, "sympy": lambda a: a}, lambda a: a, "arity"),
+    ({"sympy": lambda a, b, c: a}, lambda a, b, c: a, "arity"),
+    ({"sympy": lambda a: a}, lambda a: a.sum(), "shape"),
+    ({"sympy": lambda a: a}, lambda a: a[..., :1], "shape"),
+    ({"sympy": lambda a: sp.log(1 + sp.exp(a))}, lambda a: torch.log(1 + torch.exp(a)),
+     "finite"),
+    ({"sympy": lambda a: 1 / a}, lambda a: 1 / a, "finite"),
+    ({"sympy": lambda a: sp.tanh(a)}, lambda a: torch.sigmoid(a), "sympy"),
+    ({"sympy": lambda a, b: a - b, "commutative": True}, lambda a, b: a - b, "commutative"),
+    ({"sympy": lambda a, b: a - b, "associative": True}, lambda a, b: a - b, "associative"),
+    ({"sympy": sp.tanh, "idempotent": True, "arity": 1}, torch.tanh, "idempotent"),
+    ({"sympy": lambda a, b: a + b, "identity": 1.0}, lambda a, b: a + b, "identity"),
+    ({"sympy": lambda a, b: a + b, "absorbing": 0.0}, lambda a, b: a + b, "absorbing"),
+    ({"sympy": lambda a: -a, "monotone": True}, lambda a: -a, "monotone"),
+    ({"sympy": lambda a: a, "involution": True}, lambda a: a * 2, "sympy"),
+])
+def test_bad_declarations_are_refused(kwargs, fn, check):
+    with pytest.raises(mg.PrimitiveError, match=check) as err:
+        primitive(fn, name="bad_prim", registry=_reg(), **kwargs)
+    assert "bad_prim" in str(err.value)
+
+
+def test_refusal_names_the_value():
+    with pytest.raises(mg.PrimitiveError, match=r"output inf at input \(1000.0,\)"):
+        primitive(lambda a: torch.exp(a), name="expo", sympy=sp.exp, registry=_reg())
+
+
+@pytest.mark.parametrize("name", ["x", "narrow", "W9", "Bad", "2x"])
+def test_reserved_and_invalid_names(name):
+    with pytest.raises(mg.PrimitiveError, match="name"):
+        primitive(lambda a: a, name=name, sympy=lambda a: a, registry=_reg())
+
+
+def test_unknown_primitive_suggests():
+    with pytest.raises(mg.PrimitiveError, match="did you mean.*gelu"):
+        mg.get_primitive("gelo")
