@@ -18,26 +18,23 @@ staging folder first and moved into place only after their sha256 matches.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
 import hashlib
 import io
 import json
-import lzma
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
-import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.errors import AssetFetchError, MissingAssetError
+from distill.rdata_reader import read_r_lazyload_db
 
 CACHE_ENV = "EFFICIENTBERT_CACHE"
 FETCH_COMMAND = "efficientbert assets"
@@ -289,46 +286,6 @@ def _fetch_movies(spec: AssetSpec, staging: Path, progress: bool) -> None:
                 if src is None:
                     raise AssetFetchError(f"{MOVIES_INNER_ARCHIVE} has no {fname}")
                 (staging / fname).write_bytes(src.read())
-
-
-def read_r_lazyload_db(rdx: Path, rdb: Path) -> dict[str, list[str]]:
-    """Read the character vectors of an R lazy-load database (``Rdata.rdx/.rdb``).
-
-    The index (``.rdx``) is a gzip-compressed serialized R list whose ``variables``
-    entry maps each name to (offset, length) in ``.rdb``; each ``.rdb`` chunk is a
-    4-byte big-endian length followed by a compressed serialized R object.
-    """
-    try:
-        import rdata
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise AssetFetchError("reading R data needs the `rdata` package: "
-                              "pip install 'efficientbert[data]' (or pip install rdata)") from exc
-    import warnings
-
-    def parse(raw: bytes) -> object:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return rdata.conversion.convert(rdata.parser.parse_data(raw))
-
-    index = parse(rdx.read_bytes())
-    blob = rdb.read_bytes()
-    out: dict[str, list[str]] = {}
-    for name, (offset, length) in index["variables"].items():  # type: ignore[index]
-        chunk = blob[int(offset): int(offset) + int(length)]
-        (size,) = struct.unpack(">I", chunk[:4])
-        body = chunk[4:]
-        if body[:1] == b"Z":
-            raw = lzma.decompress(body[1:])
-        elif body[:1] == b"2":
-            raw = bz2.decompress(body[1:])
-        elif body[:1] == b"0":
-            raw = body[1:]
-        else:
-            raw = zlib.decompress(body)
-        if len(raw) != size:
-            raise AssetFetchError(f"{rdb}: chunk {name!r} has {len(raw)} bytes, expected {size}")
-        out[str(name)] = ["" if s is None else str(s) for s in parse(raw)]  # type: ignore[union-attr]
-    return out
 
 
 def _fetch_austen(spec: AssetSpec, staging: Path, progress: bool) -> None:

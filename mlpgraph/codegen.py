@@ -109,6 +109,16 @@ def _node_name(n: Node) -> str:
     return str(n.arg)
 
 
+def _inner(graph: Graph, d_model: int, d_inner: int | None) -> int:
+    """``d_inner``, or ``d_model`` as a stand-in when the graph has no k/m-wide node."""
+    if d_inner is None:
+        if any(n.width in (Width.K, Width.M) for n in graph.nodes):
+            raise WidthError(f"{graph} has nodes of width k or m, so it needs d_inner; pass "
+                             "d_inner=<inner width>")
+        return d_model
+    return d_inner
+
+
 def build_fx_graph(graph: Graph, d_model: int, d_inner: int | None, *,
                    has_bias: Mapping[str, bool] | bool = True,
                    functional: bool = False) -> torch.fx.Graph:
@@ -121,9 +131,7 @@ def build_fx_graph(graph: Graph, d_model: int, d_inner: int | None, *,
     """
     if isinstance(has_bias, bool):
         has_bias = dict.fromkeys(graph.linears, has_bias)
-    if d_inner is None and any(n.width in (Width.K, Width.M) for n in graph.nodes):
-        raise WidthError("this graph has nodes of width k or m, so it needs d_inner; "
-                         "pass d_inner=<inner width>")
+    _inner(graph, d_model, d_inner)
     fx = torch.fx.Graph()
     x = fx.placeholder("x")
     params: dict[tuple[str, str], torch.fx.Node] = {}
@@ -237,6 +245,13 @@ class CompiledMLP(nn.Module):
         """The generated Python of the functional FX form the backend compiled."""
         return self._artifact.fx_module.code
 
+    def __deepcopy__(self, memo: dict) -> CompiledMLP:
+        memo.setdefault(id(self.mlp_graph), self.mlp_graph)  # keep hash-consed nodes shared
+        res = self.__class__.__new__(self.__class__)
+        memo[id(self)] = res
+        res.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return res
+
     @property
     def compiled_graph(self) -> Graph:
         """The graph the backend compiled (the simplified one unless ``simplify=False``)."""
@@ -311,8 +326,7 @@ def inherit_weights(graph: Graph, d_model: int, d_inner: int | None,
     if missing:
         raise WidthError(f"no weights for linear {', '.join(missing)} (given: "
                          f"{', '.join(map(str, big)) or 'none'}); pass one per linear name")
-    if d_inner is None:
-        d_inner = d_model  # only used by k/m widths, which then do not occur
+    d_inner = _inner(graph, d_model, d_inner)
     out = {}
     with torch.enable_grad():  # views made under no_grad would lose their link to the owner
         for name, (o, i) in linear_shapes(graph, d_model, d_inner).items():
@@ -341,7 +355,7 @@ def make_slots(graph: Graph, d_model: int, d_inner: int | None, weights: Mapping
         return {n: LinearSlot(w, b) for n, (w, b) in pairs.items()}
     gen = None if seed is None else torch.Generator().manual_seed(seed)
     slots = {}
-    for name, (o, i) in linear_shapes(graph, d_model, d_inner or d_model).items():
+    for name, (o, i) in linear_shapes(graph, d_model, _inner(graph, d_model, d_inner)).items():
         bound = i ** -0.5  # nn.Linear's default init range; same draws as random_weights
         w = (torch.rand(o, i, generator=gen, dtype=dtype) * 2 - 1) * bound
         b = (torch.rand(o, generator=gen, dtype=dtype) * 2 - 1) * bound if bias else None

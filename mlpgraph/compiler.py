@@ -112,6 +112,9 @@ class _Artifact:
     runner: Callable[..., torch.Tensor]
     seconds: float = 0.0
 
+    def __deepcopy__(self, memo: dict) -> _Artifact:
+        return self  # weight-free and immutable: copies of a module share it
+
 
 def resolve_device(device: str | torch.device | None, weights: Mapping[str, Any] | None = None
                    ) -> torch.device:
@@ -145,7 +148,8 @@ def _torch_compile_kwargs(options: dict) -> dict:
 _TS_STATE: dict[str, Any] = {"warned": False, "support": None}
 
 
-def _torchscript(fgm: torch.fx.GraphModule, example: tuple, options: dict) -> Callable:
+def _torchscript_check(options: dict) -> None:
+    """Refuse bad options or a torch without TorchScript; warn (once) that it is legacy."""
     if sorted(set(options) - {"method"}) or options.get("method", "script") not in ("script",
                                                                                      "trace"):
         raise BackendError(f"bad option(s) {options} for backend 'torchscript' (accepts only "
@@ -166,7 +170,10 @@ def _torchscript(fgm: torch.fx.GraphModule, example: tuple, options: dict) -> Ca
         _TS_STATE["warned"] = True
         warnings.warn("backend='torchscript' is legacy (TorchScript is deprecated in torch); "
                       "prefer backend='export' or 'inductor'", TorchScriptDeprecationWarning,
-                      stacklevel=4)
+                      stacklevel=3)
+
+
+def _torchscript(fgm: torch.fx.GraphModule, example: tuple, options: dict) -> Callable:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch's own deprecation notices: ours was shown
         if options.get("method", "script") == "script":
@@ -288,7 +295,8 @@ def compile_graph(graph: Graph | str, d_model: int, d_inner: int | None, backend
     (legacy; option ``method='script'|'trace'``).
     weights: ``name -> (weight, bias)`` (or an ``nn.Linear``), possibly larger tensors of
     a supernet: the module uses views of their first rows/columns, without copying.
-    Otherwise fresh ``nn.Linear``-style weights are drawn (from ``seed``, or torch's RNG).
+    Otherwise fresh ``nn.Linear``-style weights are drawn (from ``seed``, or torch's RNG),
+    with biases if ``bias``.
     simplify: compiled backends run the simplified graph and share artifacts by its
     canonical key (eager always runs ``graph`` as given).
     warmup_tokens: Inductor compiles lazily, so it is run once on this many rows to
@@ -302,6 +310,8 @@ def compile_graph(graph: Graph | str, d_model: int, d_inner: int | None, backend
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "eager" and options:
         raise BackendError(f"option(s) {sorted(options)} do not apply to backend 'eager'")
+    if backend == "torchscript":
+        _torchscript_check(options)
     dev = resolve_device(device, weights)
     if dtype is None:
         first = next(iter(weights.items()), None) if weights else None

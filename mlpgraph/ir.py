@@ -60,7 +60,8 @@ class Op(StrEnum):
 
 
 _LINEAR_NAME = re.compile(r"^W[A-Za-z0-9_]*$")
-_CACHE: weakref.WeakValueDictionary[tuple, Node] = weakref.WeakValueDictionary()
+# hash-consing table: key -> weak reference to the live node with that structure
+_CACHE: dict[tuple, weakref.ref] = {}
 
 
 @dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
@@ -92,14 +93,21 @@ class Node:
 
 
 def _make(op: Op, width: Width, src: tuple[Node, ...], arg: str | float | None) -> Node:
-    key = (op, width, arg, tuple(id(s) for s in src))
-    hit = _CACHE.get(key)
-    if hit is not None:
-        return hit
-    height = 1 + max((s.height for s in src), default=-1)
+    key = (op, width, arg, *map(id, src))
+    ref = _CACHE.get(key)
+    if ref is not None:
+        hit = ref()
+        if hit is not None:
+            return hit
+    height = 1 + max([s.height for s in src]) if src else 0
     node = Node(op, width, src, arg, height)
-    _CACHE[key] = node
+    _CACHE[key] = weakref.ref(node, lambda r, key=key: _forget(key, r))
     return node
+
+
+def _forget(key: tuple, ref: weakref.ref) -> None:
+    if _CACHE.get(key) is ref:
+        del _CACHE[key]
 
 
 # ---------------------------------------------------------------- builders

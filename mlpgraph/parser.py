@@ -27,58 +27,66 @@ from .ir import Graph, Node, Width
 from .primitives import REGISTRY
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>[()\[\],+\-*]))"
+    r"\s*(?:((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|([A-Za-z_][A-Za-z0-9_]*)"
+    r"|([()\[\],+\-*])|(\S))"
 )
 MAX_DEPTH = 100
 MAX_LENGTH = 100_000
 END = "<end>"
+_BAD = "<bad>"
+_BINARY = {"+": ("add", 1), "-": ("sub", 1), "*": ("mul", 2)}
 
 
 class TextTypeError(ParseError, GraphTypeError):
     """A width error found while parsing: both a ParseError (with position) and a GraphTypeError."""
 
 
-def tokenize(text: str) -> tuple[list[str], list[str], list[int]]:
-    """Split text into parallel lists (kinds, texts, positions). An operator's kind is its own
+def _kind(t: tuple[str, str, str, str]) -> str:
+    return "num" if t[0] else "name" if t[1] else t[2] or _BAD
+
+
+def tokenize(text: str) -> tuple[list[str], list[str]]:
+    """Split text into parallel lists (kinds, texts). An operator's kind is its own
     character; other kinds are "num" and "name"; the list ends with kind ``END``."""
     if len(text) > MAX_LENGTH:
         raise ParseError(f"expression is {len(text)} characters long; the limit is "
                          f"{MAX_LENGTH}", text, MAX_LENGTH)
-    kinds: list[str] = []
-    texts: list[str] = []
-    poss: list[int] = []
-    pos, n, match = 0, len(text), _TOKEN.match
-    while pos < n:
-        m = match(text, pos)
-        if m is None or m.lastgroup is None:
-            if text[pos:].strip() == "":
-                break
-            bad = len(text[pos:]) - len(text[pos:].lstrip()) + pos
-            raise ParseError(f"unexpected character {text[bad]!r}", text, bad)
-        kind = m.lastgroup
-        tok = m.group(kind)
-        kinds.append(tok if kind == "op" else kind)
-        texts.append(tok)
-        poss.append(m.start(kind))
-        pos = m.end()
+    toks = _TOKEN.findall(text)
+    kinds = [_kind(t) for t in toks]
+    texts = [t[0] or t[1] or t[2] or t[3] for t in toks]
+    if _BAD in kinds:
+        at = kinds.index(_BAD)
+        raise ParseError(f"unexpected character {texts[at]!r}", text, token_positions(text)[at])
     kinds.append(END)
     texts.append("")
-    poss.append(n)
-    return kinds, texts, poss
+    return kinds, texts
+
+
+def token_positions(text: str) -> list[int]:
+    """Start offsets of the tokens of ``text`` (computed only when an error is reported)."""
+    out = []
+    for m in _TOKEN.finditer(text):
+        g = m.lastindex or 1
+        out.append(m.start(g))
+    out.append(len(text))
+    return out
 
 
 class _Parser:
     def __init__(self, text: str, coerce: bool) -> None:
         self.text = text
-        self.kinds, self.texts, self.poss = tokenize(text)
+        self.kinds, self.texts = tokenize(text)
         self.i = 0
         self.depth = 0
+        self.at = 0  # token index of the node being built (for type-error positions)
         self.coerce = coerce
 
     # -- helpers
     def error(self, msg: str, at: int | None = None) -> ParseError:
-        return ParseError(msg, self.text, self.poss[self.i if at is None else at])
+        return ParseError(msg, self.text, self.pos(self.i if at is None else at))
+
+    def pos(self, at: int) -> int:
+        return token_positions(self.text)[at]
 
     def found(self) -> str:
         return "end of input" if self.kinds[self.i] == END else repr(self.texts[self.i])
@@ -94,114 +102,118 @@ class _Parser:
             return True
         return False
 
-    def build(self, at: int, fn, *args, **kw) -> Node:
-        try:
-            return fn(*args, **kw)
-        except (GraphTypeError, PrimitiveError) as e:
-            raise TextTypeError(str(e), self.text, self.poss[at]) from None
-
     def deeper(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise self.error(f"expression nested deeper than {MAX_DEPTH} levels")
 
-    # -- grammar
-    def parse(self) -> Graph:
+    # -- grammar (precedence climbing; node builders raise type errors, reported at self.at)
+    def whole(self) -> Node:
+        """The whole text as one expression node."""
         if self.kinds[0] == END:
             raise self.error("empty expression; write e.g. W2(gelu(W1(x)))")
-        node = self.expr()
+        try:
+            node = self.expr(1)
+        except (GraphTypeError, PrimitiveError) as e:
+            if isinstance(e, ParseError):
+                raise
+            raise TextTypeError(str(e), self.text, self.pos(self.at)) from None
         if self.kinds[self.i] != END:
             raise self.error(f"unexpected {self.texts[self.i]!r} after a complete expression")
+        return node
+
+    def parse(self) -> Graph:
+        node = self.whole()
         try:
             return Graph(node)
         except GraphTypeError as e:
             raise TextTypeError(str(e), self.text, 0) from None
 
-    def expr(self) -> Node:
-        self.deeper()
-        node = self.term()
+    def expr(self, min_prec: int) -> Node:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"expression nested deeper than {MAX_DEPTH} levels")
         kinds = self.kinds
-        while kinds[self.i] == "+" or kinds[self.i] == "-":
-            at = self.i
-            self.i += 1
-            rhs = self.term()
-            node = self.build(at, ir.apply, "add" if kinds[at] == "+" else "sub", node, rhs,
-                              coerce=self.coerce)
-        self.depth -= 1
-        return node
-
-    def term(self) -> Node:
-        node = self.factor()
-        while self.kinds[self.i] == "*":
-            at = self.i
-            self.i += 1
-            node = self.build(at, ir.apply, "mul", node, self.factor(), coerce=self.coerce)
-        return node
-
-    def factor(self) -> Node:
+        # prefix: unary minus or an atom
         at = self.i
-        if self.kinds[at] != "-":
-            return self.atom()
-        self.i += 1
-        if self.kinds[self.i] == "num":
+        if kinds[at] == "-":
             self.i += 1
-            return self.build(at, ir.const, -float(self.texts[self.i - 1]))
-        self.deeper()
-        node = self.build(at, ir.apply, "neg", self.factor())
+            if kinds[self.i] == "num":
+                self.i += 1
+                self.at = at
+                node = ir.const(-float(self.texts[self.i - 1]))
+            else:
+                operand = self.expr(3)
+                self.at = at
+                node = ir.apply("neg", operand)
+        else:
+            node = self.atom()
+        while True:
+            at = self.i
+            op = _BINARY.get(kinds[at])
+            if op is None or op[1] < min_prec:
+                break
+            self.i += 1
+            rhs = self.expr(op[1] + 1)
+            self.at = at
+            node = ir.apply(op[0], node, rhs, coerce=self.coerce)
         self.depth -= 1
         return node
 
     def atom(self) -> Node:
-        self.deeper()
-        node = self._atom()
-        self.depth -= 1
-        return node
-
-    def _atom(self) -> Node:
         at = self.i
         kind = self.kinds[at]
+        self.i += 1
         if kind == "name":
-            self.i += 1
             return self.named(at, self.texts[at])
         if kind == "num":
-            self.i += 1
-            return self.build(at, ir.const, float(self.texts[at]))
+            self.at = at
+            return ir.const(float(self.texts[at]))
         if kind == "(":
-            self.i += 1
-            node = self.expr()
+            node = self.expr(1)
             self.expect(")")
             return node
+        self.i -= 1
         raise self.error(f"expected an expression (x, a number, a call or '('), found "
                          f"{self.found()}")
 
     def named(self, at: int, name: str) -> Node:
+        kinds = self.kinds
+        prim = REGISTRY._prims.get(name)
+        if prim is not None or name in REGISTRY:
+            prim = prim or REGISTRY.get(name)
+            args = self.call_args(at, prim.arity)
+            self.at = at
+            return ir.apply(name, *args, coerce=self.coerce)
         if name == "x":
-            if self.kinds[self.i] == "(":
+            if kinds[self.i] == "(":
                 raise self.error("x is the input, not a function; write e.g. tanh(x)")
             return ir.input_node()
-        if name in REGISTRY:
-            prim = REGISTRY.get(name)
-            args = self.call_args(at, prim.arity)
-            return self.build(at, ir.apply, name, *args, coerce=self.coerce)
         if name[0] == "W":
-            out = self.width_annotation(("d", "k")) if self.kinds[self.i] == "[" else None
-            if self.kinds[self.i] == "(":
+            out = self.width_annotation(("d", "k")) if kinds[self.i] == "[" else None
+            if kinds[self.i] == "(":
                 arg = self.call_args(at, 1)[0]
-            else:
-                arg = self.atom()  # juxtaposition, as in the paper's "W1 x"
-            return self.build(at, ir.linear, name, arg, out)
+            else:  # juxtaposition, as in the paper's "W1 x"
+                self.deeper()
+                arg = self.atom()
+                self.depth -= 1
+            self.at = at
+            return ir.linear(name, arg, out)
         if name == "narrow":
-            return self.build(at, ir.narrow, self.call_args(at, 1)[0])
+            arg = self.call_args(at, 1)[0]
+            self.at = at
+            return ir.narrow(arg)
         if name == "fill":
             width = self.width_annotation(("d", "k", "m"))
             self.expect("(")
             neg = self.accept("-")
-            if self.kinds[self.i] != "num":
+            if kinds[self.i] != "num":
                 raise self.error("fill[...] takes a number, e.g. fill[k](0.0)")
             value = float(self.texts[self.i])
             self.i += 1
             self.expect(")")
-            return self.build(at, ir.const, -value if neg else value, width)
+            self.at = at
+            return ir.const(-value if neg else value, width)
         close = difflib.get_close_matches(name, [*REGISTRY.names(), "x", "narrow"], n=4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise self.error(f"unknown name {name!r}{hint} (linear layers are written W1, W2, "
@@ -221,10 +233,10 @@ class _Parser:
             name = self.texts[at]
             raise self.error(f"{name} must be called, e.g. {name}(x)")
         self.i += 1
-        args = [self.expr()]
+        args = [self.expr(1)]
         while self.kinds[self.i] == ",":
             self.i += 1
-            args.append(self.expr())
+            args.append(self.expr(1))
         if len(args) != arity:
             raise self.error(f"{self.texts[at]} takes {arity} argument(s), got {len(args)}", at)
         self.expect(")")
@@ -244,10 +256,4 @@ def parse(text: str, *, coerce: bool = True) -> Graph:
 
 def parse_node(text: str, *, coerce: bool = True) -> Node:
     """Parse a sub-expression of any width (e.g. ``W1(x)``) into a :class:`Node`."""
-    p = _Parser(text, coerce)
-    if p.tok.kind == "end":
-        raise p.error("empty expression")
-    node = p.expr()
-    if p.tok.kind != "end":
-        raise p.error(f"unexpected {p.tok.text!r} after a complete expression")
-    return node
+    return _Parser(text, coerce).whole()

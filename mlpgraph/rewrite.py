@@ -149,4 +149,5 @@ def graph_rewrite(graph: Graph, rules: Sequence[Rule], *, max_steps: int = 10_00
             memo[cur] = None  # a fixed point (never store a node as its own value)
         return cur
 
-    return Graph(go(graph.root))
+    root = go(graph.root)
+    return graph if root is graph.root else Graph(root)

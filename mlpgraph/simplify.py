@@ -28,6 +28,18 @@ def sort_key(n: Node) -> tuple:
     return (n.height, _OP_ORDER[n.op], str(n.arg), n.digest)
 
 
+def _quick_key(n: Node) -> tuple:
+    return (n.height, _OP_ORDER[n.op], str(n.arg))
+
+
+def canonical_sort(nodes: list[Node]) -> list[Node]:
+    """Sort by :func:`sort_key`, hashing structure only when cheap keys tie."""
+    quick = [_quick_key(n) for n in nodes]
+    if len(set(quick)) == len(quick):
+        return [n for _, n in sorted(zip(quick, nodes, strict=True), key=lambda p: p[0])]
+    return sorted(nodes, key=sort_key)
+
+
 def _prim(n: Node) -> Primitive:
     return get_primitive(str(n.arg))
 
@@ -42,8 +54,9 @@ def _const_like(n: Node, value: float) -> Node:
 
 # ------------------------------------------------------------------ rule bodies
 def _fold(n: Node, env: dict[str, Node]) -> Node | None:
-    if not n.src or not all(_is_const(s) for s in n.src):
-        return None
+    for s in n.src:
+        if s.op is not Op.CONST:
+            return None
     args = [torch.tensor(float(s.arg), dtype=torch.float64) for s in n.src]
     with torch.no_grad():
         v = float(_prim(n).fn(*args))
@@ -84,23 +97,30 @@ def _self_sub(n: Node, env: dict[str, Node]) -> Node:
     return _const_like(n, 0.0)
 
 
-def _chain_leaves(n: Node) -> list[Node]:
+def _chain_leaves(n: Node) -> tuple[list[Node], bool]:
+    """Leaves of the chain of ``n``'s op rooted at ``n``, left to right, and whether the
+    chain is already left-deep (no chain node as a right operand)."""
     leaves: list[Node] = []
+    left_deep = True
     stack = [n]
     while stack:
         m = stack.pop()
         if m.op is Op.PRIM and m.arg == n.arg and m.width is n.width:
-            stack.extend(reversed(m.src))
+            b = m.src[1]
+            if b.op is Op.PRIM and b.arg == n.arg and b.width is n.width:
+                left_deep = False
+            stack.append(b)
+            stack.append(m.src[0])
         else:
             leaves.append(m)
-    return leaves
+    return leaves, left_deep
 
 
 def _ac_normalize(n: Node, env: dict[str, Node]) -> Node | None:
     """Associative + commutative chains: flatten, fold constants, dedupe if idempotent, sort,
     rebuild left-deep."""
     p = _prim(n)
-    leaves = _chain_leaves(n)
+    leaves, left_deep = _chain_leaves(n)
     consts = [c for c in leaves if _is_const(c) and c.width is Width.S]
     rest = [c for c in leaves if not (_is_const(c) and c.width is Width.S)]
     if len(consts) > 1:
@@ -112,7 +132,10 @@ def _ac_normalize(n: Node, env: dict[str, Node]) -> Node | None:
         consts = [ir.const(float(acc))]
     if p.idempotent:
         rest = list({id(r): r for r in rest}.values())
-    ordered = sorted(rest, key=sort_key) + consts
+    ordered = canonical_sort(rest) + consts
+    if left_deep and len(ordered) == len(leaves) and \
+            all(a is b for a, b in zip(ordered, leaves, strict=True)):
+        return None  # already canonical
     if len(ordered) == 1:
         return ordered[0] if ordered[0].width is n.width else None
     out = ordered[0]
@@ -127,6 +150,9 @@ def _commute(n: Node, env: dict[str, Node]) -> Node | None:
         return ir.apply(str(n.arg), b, a)  # scalar constants go last
     if _is_const(b) and b.width is Width.S:
         return None
+    qa, qb = _quick_key(a), _quick_key(b)
+    if qa != qb:
+        return ir.apply(str(n.arg), b, a) if qb < qa else None
     return ir.apply(str(n.arg), b, a) if sort_key(b) < sort_key(a) else None
 
 

@@ -10,14 +10,15 @@ from mlpgraph import MLPGraphError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mlpgraph import cli_paper, cli_view
+    from distill import cli as distill_cli
+    from mlpgraph import cli_compile, cli_paper, cli_view
 
     parser = argparse.ArgumentParser(
         prog="efficientbert",
         description="Symbolic MLP expression compiler and EfficientBERT-style MLP search.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (cli_paper, cli_view):
+    for module in (cli_paper, cli_compile, cli_view, distill_cli):
         module.register(sub)
     return parser
 

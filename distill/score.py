@@ -1,0 +1,258 @@
+"""Fitness of one candidate, the function the searcher calls: :func:`score`.
+
+A candidate (one ``(expression, stacks, d_inner)`` per layer) inherits its weights from a
+warmed-up supernet checkpoint (:meth:`distill.supernet.Supernet.extract`, copy mode), is
+KD fine-tuned for ``budget.kd_steps`` steps against the fine-tuned teacher on a slice of
+the task's TRAINING split (all KD terms, cached teacher outputs), and is scored on the
+first ``budget.heldout_size`` examples of the ``heldout`` split (a part of the training
+data kept out of training). The ``test`` split is never read. With
+``budget.no_training`` the inherited weights are scored directly (stage 3).
+
+Everything expensive is cached per process: the supernet, the tokenized splits and the
+teacher outputs (these also on disk), so calling :func:`score` many times is cheap.
+Results are deterministic for a seed (except the measured latency). A non-finite loss
+gives ``diverged=True`` and ``score=-inf``; it does not raise.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import mlpgraph
+
+from .assets import offline_env
+from .config import LayerSpec, as_layer_spec
+from .data import get_task_spec
+from .errors import ConfigError, TeacherError
+from .losses import KDLoss, KDWeights
+from .student import count_parameters
+from .supernet import Supernet
+from .teacher import (
+    TeacherOutputs,
+    cache_teacher_outputs,
+    default_max_length,
+    finetuned_teacher_dir,
+    is_finetuned,
+    load_task,
+    load_tokenizer,
+    teacher_dims,
+)
+from .train import EncodedTexts, TrainConfig, distill, encode_split, evaluate, load_fit_dense
+
+_SUPERNETS: dict[tuple, Supernet] = {}
+_SPLITS: dict[tuple, tuple[EncodedTexts, EncodedTexts, Any]] = {}
+_OUTPUTS: dict[tuple, TeacherOutputs] = {}
+
+
+@dataclass(frozen=True)
+class ScoreBudget:
+    """How much to spend on one candidate, and where the inherited weights come from."""
+
+    supernet: str | Path | None = None  # folder of the warmed-up Supernet checkpoint
+    kd_steps: int = 200
+    batch_size: int = 32
+    lr: float = 4e-4
+    train_slice: tuple[int, int] = (0, 2000)  # [start, stop) rows of the TRAINING split
+    heldout_size: int = 500  # first rows of the heldout split
+    seed: int = 0
+    device: str = "cpu"
+    no_training: bool = False  # score the inherited weights as they are (stage 3)
+    task: str = "movie_binary"
+    teacher: str | Path | None = None  # fine-tuned teacher folder; None: the default one
+    max_length: int | None = None  # None: 64 for the embedded tasks, 128 for GLUE
+    warmup_ratio: float = 0.1
+    latency_batch: tuple[int, int] = (8, 64)  # (batch, sequence length) of the timed input
+    latency_repeats: int = 10
+    cache_dir: str | Path | None = None
+    eval_batch_size: int = 128
+    progress: bool = False
+
+
+@dataclass
+class ScoreResult:
+    score: float  # the task's first metric on the held-out slice; -inf when diverged
+    metric: str
+    params: int
+    latency_ms: float  # median forward time of the candidate on the fixed batch
+    steps: int
+    wall_seconds: float
+    diverged: bool = False
+    final_loss: float = float("nan")
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (non-finite numbers become None)."""
+        out = asdict(self)
+        for k in ("score", "final_loss", "latency_ms"):
+            if not math.isfinite(out[k]):
+                out[k] = None
+        return out
+
+
+def candidate_specs(candidate: Any) -> list[LayerSpec]:
+    """Layer specs from a StudentConfig, an object with ``layers``, or a sequence of
+    LayerSpec / dicts / ``(expr, stacks, d_inner)`` / objects with those attributes."""
+    layers = candidate.layers if hasattr(candidate, "layers") else candidate
+    out = []
+    for i, spec in enumerate(layers):
+        if not isinstance(spec, LayerSpec | dict | list | tuple) and hasattr(spec, "expr"):
+            expr = spec.expr if isinstance(spec.expr, str) else mlpgraph.format(spec.expr)
+            spec = LayerSpec(expr, spec.stacks, spec.d_inner)
+        out.append(as_layer_spec(spec, i))
+    return out
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, batch: tuple[int, int] = (8, 64), repeats: int = 10,
+                    device: str | torch.device = "cpu", warmup: int = 2) -> float:
+    """Median forward time in milliseconds on a fixed random batch ``(batch, seq)``."""
+    vocab = model.config.vocab_size if hasattr(model, "config") else 1000
+    ids = torch.randint(0, vocab, batch, generator=torch.Generator().manual_seed(0)).to(device)
+    mask = torch.ones_like(ids)
+    model.to(device).eval()
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        model(ids, mask)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _supernet(budget: ScoreBudget) -> Supernet:
+    if budget.supernet is None:
+        raise ConfigError("budget.supernet", "no warmed-up supernet checkpoint given; train one "
+                          "with distill.train.distill(..., sampler=...) and save it with "
+                          "Supernet.save_pretrained(folder)")
+    path = Path(budget.supernet).expanduser().resolve()
+    weights = path / "model.safetensors"
+    key = (str(path), weights.stat().st_mtime_ns if weights.is_file() else 0, budget.device)
+    if key not in _SUPERNETS:
+        _SUPERNETS[key] = Supernet.from_pretrained(path, device=budget.device).eval()
+    return _SUPERNETS[key]
+
+
+def _teacher_dir(budget: ScoreBudget, data: Any) -> Path:
+    if budget.teacher is not None:
+        folder = Path(budget.teacher).expanduser()
+        if not (folder / "config.json").is_file():
+            raise TeacherError(f"budget.teacher={folder} is not a model folder (no config.json)")
+        return folder
+    folder, _ = finetuned_teacher_dir(budget.task, cache_dir=budget.cache_dir, data=data)
+    if not is_finetuned(folder):
+        raise TeacherError(f"no fine-tuned teacher for {budget.task!r} at {folder}; create it "
+                           f"once with `efficientbert teacher --task {budget.task}` (or pass "
+                           "budget.teacher=<folder>)")
+    return folder
+
+
+def _splits(budget: ScoreBudget, teacher: Path, data: Any) -> tuple[EncodedTexts, EncodedTexts]:
+    """(training rows, held-out rows). Tasks without a ``heldout`` split (GLUE) hold out
+    the last ``heldout_size`` rows of ``train``, as the paper holds out the end of MNLI train."""
+    max_length = budget.max_length or default_max_length(budget.task)
+    key = (budget.task, str(teacher), max_length, id(data), str(budget.cache_dir),
+           budget.heldout_size)
+    if key not in _SPLITS:
+        spec = get_task_spec(budget.task)
+        ds = data if data is not None else load_task(budget.task, budget.cache_dir)
+        tok = load_tokenizer(teacher)
+        train = encode_split(ds[spec.train_split], tok, spec, max_length)
+        if "heldout" in ds:
+            held = encode_split(ds["heldout"], tok, spec, max_length)
+        else:
+            cut = len(train) - budget.heldout_size
+            if cut < 1:
+                raise ConfigError("budget.heldout_size", f"{budget.heldout_size} held-out rows "
+                                  f"leave no training rows of {len(train)}")
+            train, held = train.subset(np.arange(cut)), train.subset(np.arange(cut, len(train)))
+        _SPLITS[key] = (train, held, data)  # keeps `data` alive, so its id stays unique
+    train, held, _ = _SPLITS[key]
+    return train, held
+
+
+def _outputs(budget: ScoreBudget, teacher: Path, train: EncodedTexts,
+             layer_map: dict[int, int]) -> TeacherOutputs:
+    layers = sorted(set(layer_map.values()))
+    key = (str(teacher), train.fingerprint(), tuple(layers), str(budget.cache_dir))
+    if key not in _OUTPUTS:
+        _OUTPUTS[key] = cache_teacher_outputs(
+            teacher, train, hidden_layers=[0, *layers], attention_layers=layers,
+            name=f"{budget.task}-train", cache_dir=budget.cache_dir, device=budget.device,
+            progress=budget.progress)
+    return _OUTPUTS[key]
+
+
+def _teacher_config(teacher: Path) -> Any:
+    from transformers import AutoConfig
+
+    with offline_env():
+        return teacher_dims(AutoConfig.from_pretrained(str(teacher), local_files_only=True))
+
+
+def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResult:
+    """Build ``candidate`` from the warmed-up supernet, KD it briefly, score it (module doc).
+
+    ``data``: a ``DatasetDict``-like mapping with the task's ``train`` and ``heldout``
+    splits to use instead of loading the task (only those two keys are read).
+    """
+    start = time.perf_counter()
+    spec = get_task_spec(budget.task)
+    specs = candidate_specs(candidate)
+    lo, hi = budget.train_slice
+    if not 0 <= lo < hi:
+        raise ConfigError("budget.train_slice", f"{budget.train_slice} must be [start, stop) "
+                          "with 0 <= start < stop")
+    torch.manual_seed(budget.seed)
+    student = _supernet(budget).extract(specs, mode="copy")
+    params = count_parameters(student.config)["total"]
+    teacher = _teacher_dir(budget, data)
+    train, held = _splits(budget, teacher, data)
+    held = held.subset(np.arange(min(budget.heldout_size, len(held))))
+    steps, diverged, final_loss = 0, False, float("nan")
+    if not budget.no_training and budget.kd_steps > 0:
+        kd = KDLoss.for_models(student.config, _teacher_config(teacher), weights=KDWeights.task())
+        if budget.supernet is not None:
+            load_fit_dense(kd, budget.supernet)
+        rows = np.arange(lo, min(hi, len(train)))
+        if len(rows) == 0:
+            raise ConfigError("budget.train_slice", f"{budget.train_slice} selects no rows of "
+                              f"the {len(train)}-row training split")
+        outputs = _outputs(budget, teacher, train, kd.layer_map).subset(rows)
+        result = distill(student, outputs, kd, TrainConfig(
+            max_steps=budget.kd_steps, batch_size=budget.batch_size, lr=budget.lr,
+            seed=budget.seed, device=budget.device, warmup_ratio=budget.warmup_ratio,
+            progress=budget.progress, desc="score"))
+        steps, diverged, final_loss = result.steps, result.diverged, result.final_loss
+    metrics: dict[str, float] = {}
+    value = float("-inf")
+    if not diverged:
+        metrics = evaluate(student, held, spec.metric_names, is_regression=spec.is_regression,
+                           batch_size=budget.eval_batch_size, device=budget.device)
+        value = metrics[spec.metric_names[0]]
+        if not math.isfinite(value):
+            diverged, value = True, float("-inf")
+    latency = measure_latency(student, budget.latency_batch, budget.latency_repeats,
+                              budget.device)
+    return ScoreResult(score=value, metric=spec.metric_names[0], params=params,
+                       latency_ms=latency, steps=steps, wall_seconds=time.perf_counter() - start,
+                       diverged=diverged, final_loss=final_loss, metrics=metrics)
+
+
+def clear_caches() -> None:
+    """Drop the per-process caches (supernets, tokenized splits, teacher outputs)."""
+    _SUPERNETS.clear()
+    _SPLITS.clear()
+    _OUTPUTS.clear()
+
+
+__all__ = ["ScoreBudget", "ScoreResult", "candidate_specs", "clear_caches", "measure_latency",
+           "score"]

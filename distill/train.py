@@ -1,0 +1,509 @@
+"""Training loops: general (warm-up) distillation, task distillation, plain fine-tuning.
+
+One loop (:func:`train_loop`) serves every kind of training: AdamW (weight decay 0.01
+except biases and LayerNorm), gradient clipping at 1.0, linear warm-up then linear decay
+to zero, a tqdm bar with the loss and examples/s, checkpoints every N steps that a
+restarted run resumes from (model, optimizer, scheduler, RNG states and step, so a killed
+run ends bit-identical to an uninterrupted one), CUDA autocast when a GPU is present,
+and a non-finite loss ends the run as *diverged* instead of crashing.
+
+Data are :class:`EncodedTexts`: token ids without padding; every batch is padded to its
+own longest example, and batches group examples of similar length (fewer pad tokens).
+A *teacher* for :func:`distill` is anything with ``inputs`` (the :class:`EncodedTexts` it
+answers for), ``config`` (``hidden_size``, ``num_hidden_layers``, ``num_attention_heads``)
+and ``targets(indices, batch)``: cached outputs (:class:`distill.teacher.TeacherOutputs`)
+or a live model (:class:`distill.teacher.LiveTeacher`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from .config import STANDARD_FFN
+from .errors import TrainingError
+from .losses import KDLoss
+from .metrics import compute_metrics, to_predictions
+
+StepLoss = Callable[[np.ndarray, random.Random], Mapping[str, torch.Tensor]]
+Sampler = Callable[[random.Random], Sequence[Any]]
+MASK_FILL = -1e9  # teacher scores of padding rows / keys (<= losses.MASKED_SCORE: ignored)
+FIT_DENSE_NAME = "fit_dense.safetensors"
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class EncodedTexts:
+    """``N`` tokenized examples without padding, stored flat (``ids[offsets[i]:...]``)."""
+
+    ids: np.ndarray  # int32 [sum of lengths]
+    types: np.ndarray  # int8 [sum of lengths], token type (segment) ids
+    lengths: np.ndarray  # int32 [N]
+    labels: np.ndarray | None = None  # [N] int64 (classes) or float32 (regression)
+    pad_id: int = 0
+    offsets: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = np.asarray(self.lengths, dtype=np.int32)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)])
+        if len(self.ids) != self.offsets[-1] or len(self.types) != len(self.ids):
+            raise ValueError(f"EncodedTexts: {len(self.ids)} ids / {len(self.types)} types for "
+                             f"lengths summing to {self.offsets[-1]}")
+        if self.labels is not None and len(self.labels) != len(self.lengths):
+            raise ValueError(f"EncodedTexts: {len(self.labels)} labels for "
+                             f"{len(self.lengths)} examples")
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @classmethod
+    def from_lists(cls, input_ids: Sequence[Sequence[int]],
+                   token_type_ids: Sequence[Sequence[int]] | None = None,
+                   labels: Sequence[float] | None = None, pad_id: int = 0) -> EncodedTexts:
+        lengths = [len(x) for x in input_ids]
+        if min(lengths, default=1) < 1:
+            raise ValueError("EncodedTexts: an example has no tokens")
+        flat = np.fromiter((t for x in input_ids for t in x), np.int32, sum(lengths))
+        types = (np.zeros_like(flat, dtype=np.int8) if token_type_ids is None else
+                 np.fromiter((t for x in token_type_ids for t in x), np.int8, sum(lengths)))
+        lab = None if labels is None else np.asarray(labels)
+        if lab is not None:
+            lab = lab.astype(np.float32 if lab.dtype.kind == "f" else np.int64)
+        return cls(flat, types, np.asarray(lengths), lab, pad_id)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> EncodedTexts:
+        idx = np.asarray(indices, dtype=np.int64)
+        parts = [slice(self.offsets[i], self.offsets[i + 1]) for i in idx]
+
+        def cat(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a[p] for p in parts]) if parts else a[:0]
+
+        return EncodedTexts(cat(self.ids), cat(self.types), self.lengths[idx],
+                            None if self.labels is None else self.labels[idx], self.pad_id)
+
+    def fingerprint(self) -> str:
+        """sha256 of the ids, types and lengths (not the labels)."""
+        h = hashlib.sha256()
+        for a in (self.lengths, self.ids, self.types):
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+    def batch(self, indices: Sequence[int] | np.ndarray,
+              device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """``input_ids``, ``attention_mask``, ``token_type_ids`` [B, T] padded to the longest
+        example, and ``labels`` [B] when known."""
+        idx = np.asarray(indices, dtype=np.int64)
+        t = int(self.lengths[idx].max())
+        ids = np.full((len(idx), t), self.pad_id, dtype=np.int64)
+        types = np.zeros((len(idx), t), dtype=np.int64)
+        mask = np.zeros((len(idx), t), dtype=np.int64)
+        for row, i in enumerate(idx):
+            a, b = self.offsets[i], self.offsets[i + 1]
+            ids[row, : b - a], types[row, : b - a], mask[row, : b - a] = self.ids[a:b], \
+                self.types[a:b], 1
+        out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+        if self.labels is not None:
+            out["labels"] = self.labels[idx]
+        return {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in out.items()}
+
+
+def encode_texts(tokenizer: Any, texts: Sequence[str], pairs: Sequence[str] | None = None,
+                 max_length: int = 128, labels: Sequence[float] | None = None,
+                 chunk: int = 4096) -> EncodedTexts:
+    """Tokenize (truncating to ``max_length``, no padding) single sentences or pairs."""
+    ids: list[list[int]] = []
+    types: list[list[int]] = []
+    for i in range(0, len(texts), chunk):
+        args = [list(texts[i:i + chunk])] + ([list(pairs[i:i + chunk])] if pairs else [])
+        enc = tokenizer(*args, truncation=True, max_length=max_length, padding=False)
+        ids += enc["input_ids"]
+        types += enc.get("token_type_ids") or [[0] * len(x) for x in enc["input_ids"]]
+    return EncodedTexts.from_lists(ids, types, labels, pad_id=tokenizer.pad_token_id or 0)
+
+
+def encode_split(dataset: Any, tokenizer: Any, spec: Any, max_length: int = 128) -> EncodedTexts:
+    """Tokenize one split of a task (``spec``: :class:`distill.data.TaskSpec`) with labels."""
+    missing = [c for c in spec.text_columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"split lacks text column(s) {missing} of task {spec.name}; it has "
+                         f"{dataset.column_names}")
+    cols = [dataset[c] for c in spec.text_columns]
+    labels = dataset["label"] if "label" in dataset.column_names else None
+    return encode_texts(tokenizer, cols[0], cols[1] if len(cols) > 1 else None, max_length,
+                        labels)
+
+
+def batch_order(lengths: np.ndarray, batch_size: int, seed: int, epoch: int,
+                group_by_length: bool = True) -> list[np.ndarray]:
+    """The batches of one epoch: a seeded permutation; with ``group_by_length`` sorted by
+    length inside windows of 50 batches, then the batches shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    perm = rng.permutation(len(lengths))
+    if not group_by_length:
+        return [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
+    batches = []
+    for i in range(0, len(perm), 50 * batch_size):
+        chunk = perm[i:i + 50 * batch_size]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    return [batches[k] for k in rng.permutation(len(batches))]
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass
+class TrainConfig:
+    """Settings of one training run (every kind)."""
+
+    epochs: float = 1.0
+    max_steps: int | None = None  # when set, overrides epochs
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    device: str | None = None  # None: CUDA when present, else CPU
+    mixed_precision: bool = True  # autocast (bf16, else fp16 + scaler); CUDA only
+    group_by_length: bool = True
+    checkpoint_dir: str | Path | None = None
+    checkpoint_every: int = 0  # steps; 0 = no checkpoints
+    keep_checkpoints: int = 2
+    resume: bool = True  # continue from the newest checkpoint in checkpoint_dir
+    progress: bool = True
+    desc: str = "train"
+    log_every: int = 20
+
+    def total_steps(self, num_examples: int) -> int:
+        if num_examples < 1:
+            raise TrainingError("no training examples; check the data slice")
+        if self.max_steps is not None:
+            return int(self.max_steps)
+        return max(1, math.ceil(self.epochs * math.ceil(num_examples / self.batch_size)))
+
+
+@dataclass
+class TrainResult:
+    steps: int  # optimizer steps done (including those before a resume)
+    total_steps: int
+    diverged: bool = False
+    diverged_step: int | None = None
+    final_loss: float = float("nan")  # mean total loss over the last log window
+    history: list[dict[str, float]] = field(default_factory=list)
+    wall_seconds: float = 0.0  # of this process only
+    resumed_from: int | None = None
+    examples_per_second: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def model_inputs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch entries ``model.forward`` accepts (MPNet takes no ``token_type_ids``)."""
+    params = inspect.signature(model.forward).parameters
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    return {k: batch[k] for k in names if k in params and k in batch}
+
+
+def make_optimizer(modules: Sequence[nn.Module], lr: float,
+                   weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; no decay on biases and LayerNorm parameters; shared parameters once."""
+    seen: set[int] = set()
+    decay, no_decay = [], []
+    for module in modules:
+        for mod in module.modules():
+            for name, p in mod.named_parameters(recurse=False):
+                if id(p) in seen or not p.requires_grad:
+                    continue
+                seen.add(id(p))
+                plain = isinstance(mod, nn.LayerNorm) or name == "bias" or "LayerNorm" in name
+                (no_decay if plain else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup: int,
+                    total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over ``warmup`` steps, then linear decay to zero at ``total``."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    return sorted(folder.glob("step-*.pt"))
+
+
+def _save_checkpoint(folder: Path, state: dict[str, Any], keep: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{state['step']:08d}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    for old in _checkpoints(folder)[:-max(1, keep)]:
+        old.unlink(missing_ok=True)
+
+
+def train_loop(model: nn.Module, step_loss: StepLoss, lengths: np.ndarray, config: TrainConfig,
+               *, extra_modules: Sequence[nn.Module] = (),
+               on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Run ``config``'s schedule; ``step_loss(batch_indices, rng)`` returns a dict of loss
+    terms with ``"total"`` (``rng`` is the run's checkpointed ``random.Random``)."""
+    device = resolve_device(config.device)
+    total = config.total_steps(len(lengths))
+    modules = [model, *extra_modules]
+    optimizer = make_optimizer(modules, config.lr, config.weight_decay)
+    scheduler = linear_schedule(optimizer, round(config.warmup_ratio * total), total)
+    amp_dtype = None
+    if device.type == "cuda" and config.mixed_precision:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    rng = random.Random(config.seed)
+    result = TrainResult(steps=0, total_steps=total)
+    identity = {"total_steps": total, "seed": config.seed, "batch_size": config.batch_size,
+                "num_examples": len(lengths)}
+    folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
+    found = _checkpoints(folder) if folder and config.resume and folder.is_dir() else []
+    if found:
+        state = torch.load(found[-1], map_location="cpu", weights_only=False)
+        if state["identity"] != identity:
+            raise TrainingError(f"checkpoint {found[-1]} belongs to a run with settings "
+                                f"{state['identity']}, not {identity}; use another "
+                                "checkpoint_dir or resume=False")
+        model.load_state_dict(state["model"])
+        for m, s in zip(extra_modules, state["extra"], strict=True):
+            m.load_state_dict(s)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        rng.setstate(state["py_rng"])
+        result.history, result.steps = state["history"], state["step"]
+        result.resumed_from = state["step"]
+    else:
+        torch.manual_seed(config.seed)
+    for m in modules:
+        m.to(device).train()
+    bar = tqdm(total=total, initial=result.steps, desc=config.desc, unit="step",
+               disable=not config.progress, dynamic_ncols=True)
+    start, seen, window = time.perf_counter(), 0, []
+    epoch_batches: dict[int, list[np.ndarray]] = {}
+    step = result.steps
+    while step < total:
+        epoch, pos = divmod(step, math.ceil(len(lengths) / config.batch_size))
+        if epoch not in epoch_batches:
+            epoch_batches = {epoch: batch_order(lengths, config.batch_size, config.seed, epoch,
+                                                config.group_by_length)}
+        indices = epoch_batches[epoch][pos]
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            terms = step_loss(indices, rng)
+        loss = terms["total"]
+        if not torch.isfinite(loss.detach()):
+            result.diverged, result.diverged_step = True, step
+            break
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        if not torch.isfinite(norm) and amp_dtype != torch.float16:
+            result.diverged, result.diverged_step = True, step
+            break
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step, seen = step + 1, seen + len(indices)
+        window.append({k: float(v.detach()) for k, v in terms.items()})
+        if step % config.log_every == 0 or step == total:
+            mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            result.history.append({"step": step, "lr": scheduler.get_last_lr()[0], **mean})
+            window = []
+            rate = seen / max(1e-9, time.perf_counter() - start)
+            bar.set_postfix(loss=f"{mean['total']:.4g}", ex_s=f"{rate:.0f}")
+        bar.update(1)
+        result.steps = step
+        if folder and config.checkpoint_every and (step % config.checkpoint_every == 0
+                                                   or step == total):
+            _save_checkpoint(folder, {
+                "step": step, "identity": identity, "model": model.state_dict(),
+                "extra": [m.state_dict() for m in extra_modules],
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "py_rng": rng.getstate(), "history": result.history}, config.keep_checkpoints)
+        if on_step is not None:
+            on_step(step, window[-1] if window else result.history[-1])
+    bar.close()
+    result.wall_seconds = time.perf_counter() - start
+    result.examples_per_second = seen / max(1e-9, result.wall_seconds)
+    if result.history:
+        result.final_loss = result.history[-1]["total"]
+    if result.diverged:
+        tqdm.write(f"[{config.desc}] diverged at step {result.diverged_step}: non-finite loss "
+                   "or gradient; lower the learning rate or check the inputs")
+    for m in modules:
+        m.eval()
+    return result
+
+
+# ----------------------------------------------------------------------------- distillation
+class Teacher(Protocol):
+    inputs: EncodedTexts
+    config: Any
+
+    def targets(self, indices: np.ndarray, batch: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+        ...
+
+
+def _fill_padding(kd: KDLoss, student: Any, targets: dict[str, Any],
+                  mask: torch.Tensor) -> dict[str, Any]:
+    """Teacher hidden targets at padding positions := the student's own mapped value, so
+    padding adds no loss (cached targets have no values there)."""
+    hidden = list(targets["hidden_states"])
+    keep = mask.bool()[..., None]
+    pairs = ([(0, 0)] if kd.weights.embedding else []) + (
+        list(kd.layer_map.items()) if kd.weights.hidden else [])
+    for s, t in pairs:
+        if hidden[t] is not None:
+            with torch.no_grad():
+                own = kd.fit_dense(student.hidden_states[s]).to(hidden[t].dtype)
+            hidden[t] = torch.where(keep, hidden[t], own)
+    return {**targets, "hidden_states": hidden}
+
+
+def _subnet(model: nn.Module, sampler: Sampler, rng: random.Random) -> nn.Module:
+    before = len(getattr(model, "extra", ()))
+    specs = list(sampler(rng))
+    sub = model.extract(specs, mode="view")
+    if len(getattr(model, "extra", ())) != before:
+        raise TrainingError(f"sub-network {specs} needed new weight pools that the optimizer "
+                            "does not train; call supernet.add_pools(expressions) for every "
+                            "expression the sampler can return before training")
+    return sub.train(model.training)
+
+
+def distill(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, config: TrainConfig, *,
+            sampler: Sampler | None = None,
+            on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """KD of ``model`` (a Student, or a Supernet with ``sampler``: one random sub-network,
+    ``sampler(rng) -> layer specs``, per step) on ``teacher.inputs`` with ``kd_loss``'s terms."""
+    if sampler is not None and not hasattr(model, "extract"):
+        raise TrainingError("a sampler needs a supernet (a model with .extract)")
+    device = resolve_device(config.device)
+    data = teacher.inputs
+
+    def step_loss(indices: np.ndarray, rng: random.Random) -> Mapping[str, torch.Tensor]:
+        batch = data.batch(indices, device)
+        net = _subnet(model, sampler, rng) if sampler is not None else model
+        out = net(**model_inputs(net, batch))
+        targets = teacher.targets(indices, batch)
+        targets = _fill_padding(kd_loss, out, targets, batch["attention_mask"])
+        return kd_loss(out, targets, batch["attention_mask"])
+
+    return train_loop(model, step_loss, data.lengths, config, extra_modules=[kd_loss],
+                      on_step=on_step)
+
+
+def finetune(model: nn.Module, data: EncodedTexts, config: TrainConfig, *,
+             is_regression: bool = False,
+             on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Plain supervised fine-tuning on ``data.labels`` (cross-entropy, or MSE), no KD."""
+    if data.labels is None:
+        raise TrainingError("fine-tuning needs labels; encode the split with its label column")
+    device = resolve_device(config.device)
+
+    def step_loss(indices: np.ndarray, rng: random.Random) -> Mapping[str, torch.Tensor]:
+        batch = data.batch(indices, device)
+        logits = model(**model_inputs(model, batch)).logits
+        labels = batch["labels"]
+        loss = (F.mse_loss(logits.reshape(-1).float(), labels.float()) if is_regression
+                else F.cross_entropy(logits.float(), labels))
+        return {"total": loss}
+
+    return train_loop(model, step_loss, data.lengths, config, on_step=on_step)
+
+
+# ----------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict(model: nn.Module, data: EncodedTexts, batch_size: int = 128,
+            device: str | torch.device | None = None) -> np.ndarray:
+    """Logits ``[N, num_outputs]`` in the order of ``data`` (eval mode, length-sorted batches)."""
+    device = resolve_device(device)
+    model.to(device).eval()
+    order = np.argsort(data.lengths, kind="stable")
+    chunks = []
+    for i in range(0, len(order), batch_size):
+        batch = data.batch(order[i:i + batch_size], device)
+        chunks.append(model(**model_inputs(model, batch)).logits.float().cpu().numpy())
+    out = np.empty((len(order), chunks[0].shape[1]), dtype=np.float32)
+    out[order] = np.concatenate(chunks)
+    return out
+
+
+def evaluate(model: nn.Module, data: EncodedTexts, metric_names: Sequence[str], *,
+             is_regression: bool = False, batch_size: int = 128,
+             device: str | torch.device | None = None) -> dict[str, float]:
+    """Metrics (names of :func:`distill.metrics.compute_metrics`) of ``model`` on ``data``."""
+    if data.labels is None:
+        raise ValueError("evaluation needs labels")
+    preds = to_predictions(predict(model, data, batch_size, device), is_regression)
+    return compute_metrics(metric_names, preds, data.labels)
+
+
+# ----------------------------------------------------------------------------- helpers
+def random_sampler(num_layers: int, hidden: int, expressions: Sequence[str] = (STANDARD_FFN,),
+                   stacks: Sequence[int] = (1, 2, 3, 4),
+                   ratios: Sequence[float] = (1, 1 / 2, 1 / 3, 1 / 4)) -> Sampler:
+    """A sampler of uniform random ``(expression, stacks, d_inner)`` per layer."""
+    def sample(rng: random.Random) -> list[tuple[str, int, int]]:
+        return [(rng.choice(list(expressions)), rng.choice(list(stacks)),
+                 max(1, round(hidden * rng.choice(list(ratios))))) for _ in range(num_layers)]
+    return sample
+
+
+def save_fit_dense(kd_loss: KDLoss, folder: str | Path) -> Path | None:
+    """Store the trained ``fit_dense`` beside a saved student / supernet (None if identity)."""
+    state = kd_loss.fit_dense.state_dict()
+    if not state:
+        return None
+    path = Path(folder) / FIT_DENSE_NAME
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def load_fit_dense(kd_loss: KDLoss, folder: str | Path) -> bool:
+    """Load a ``fit_dense`` saved by :func:`save_fit_dense` if present and of the right shape."""
+    path = Path(folder) / FIT_DENSE_NAME
+    own = kd_loss.fit_dense.state_dict()
+    if not path.is_file() or not own:
+        return False
+    saved = load_file(str(path))
+    if {k: tuple(v.shape) for k, v in saved.items()} != {k: tuple(v.shape)
+                                                         for k, v in own.items()}:
+        return False
+    kd_loss.fit_dense.load_state_dict(saved)
+    return True

@@ -1,0 +1,250 @@
+"""Budgets: the parameter window, a measured latency budget, progressive hurdles, and the
+Pareto front of (score up, latency down, params down).
+
+- :class:`ParamCounter` counts a whole student: from a ``distill`` student configuration
+  (embeddings, attention, head as ``distill.student.count_parameters`` counts them), or
+  from a fixed non-MLP number plus ``mlpgraph.count_params`` per layer and stack (with
+  each stack's LayerNorm, ``2 * hidden``).
+- :class:`LatencyMeter` times a candidate's MLP stack (every layer, every stack,
+  ``h = LayerNorm(h + f(h))``) compiled on this machine, as the median of ``repeats``
+  forward runs on a fixed ``[tokens, hidden]`` input. Layers are cached by canonical key.
+  Measured time depends on the machine and its load, so a run with a latency budget is
+  reproducible only through its journal (measurements are journaled and reused on resume);
+  ``proxy="flops"`` uses a deterministic FLOP count instead.
+- :class:`Hurdles`: every candidate gets the short first rung; one whose score reaches the
+  running hurdle (the ``quantile`` of earlier scores at that rung) gets the next rung.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import mlpgraph
+
+from .candidate import Candidate, LayerGene, graph_key
+from .errors import SearchConfigError
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------ parameters
+class ParamCounter:
+    """Total student parameters of a candidate: ``non_mlp`` plus every layer's MLP stacks."""
+
+    def __init__(self, hidden: int, non_mlp: int) -> None:
+        if hidden < 1 or non_mlp < 0:
+            raise SearchConfigError("hidden/non_mlp_params", f"need hidden >= 1 and non-MLP "
+                                    f"parameters >= 0, got {hidden} and {non_mlp}")
+        self.hidden, self.non_mlp = hidden, non_mlp
+
+    @classmethod
+    def from_student_config(cls, config: Any) -> ParamCounter:
+        """From a ``distill.config.StudentConfig`` or the name/path of one."""
+        from distill.config import StudentConfig, load_config
+        from distill.student import count_parameters
+
+        cfg = config if isinstance(config, StudentConfig) else load_config(config)
+        parts = count_parameters(cfg)
+        return cls(cfg.hidden, parts["total"] - parts["mlp"])
+
+    def layer(self, gene: LayerGene) -> int:
+        h = self.hidden
+        per_stack = mlpgraph.count_params(gene.graph, d_model=h, d_inner=gene.d_inner(h))
+        return gene.stacks * (per_stack + 2 * h)
+
+    def __call__(self, cand: Candidate) -> int:
+        return self.non_mlp + sum(self.layer(g) for g in cand.layers)
+
+
+@dataclass(frozen=True)
+class ParamWindow:
+    """Allowed total parameters, inclusive (the paper: 15M..16M)."""
+
+    lo: int
+    hi: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lo <= self.hi:
+            raise SearchConfigError("param_window", f"({self.lo}, {self.hi}) must satisfy "
+                                    "0 <= low <= high, e.g. (15_000_000, 16_000_000)")
+
+    def __contains__(self, n: int) -> bool:
+        return self.lo <= n <= self.hi
+
+
+# --------------------------------------------------------------------- latency
+class LatencyMeter:
+    """Latency of a candidate's MLP stack in milliseconds (or MFLOPs with ``proxy="flops"``)."""
+
+    def __init__(self, hidden: int, *, tokens: int = 512, repeats: int = 9, warmup: int = 2,
+                 backend: str = "eager", proxy: str = "measure",
+                 cache: dict[str, float] | None = None,
+                 on_measure: Callable[[str, float], None] | None = None) -> None:
+        if proxy not in ("measure", "flops"):
+            raise SearchConfigError("latency_proxy", f"{proxy!r} is not 'measure' or 'flops'")
+        self.hidden, self.tokens, self.repeats, self.warmup = hidden, tokens, repeats, warmup
+        self.backend, self.proxy = backend, proxy
+        self.cache: dict[str, float] = dict(cache or {})
+        self.on_measure = on_measure
+        self.measured = 0  # cache misses
+
+    def key(self, gene: LayerGene) -> str:
+        return (f"{self.proxy}|{graph_key(gene.graph)}|s{gene.stacks}|k{gene.d_inner(self.hidden)}"
+                f"|h{self.hidden}|t{self.tokens}|{self.backend}")
+
+    def layer(self, gene: LayerGene) -> float:
+        key = self.key(gene)
+        hit = self.cache.get(key)
+        if hit is None:
+            hit = self._flops(gene) if self.proxy == "flops" else self._measure(gene)
+            self.cache[key] = hit
+            self.measured += 1
+            if self.on_measure is not None:
+                self.on_measure(key, hit)
+        return hit
+
+    def __call__(self, cand: Candidate) -> float:
+        return sum(self.layer(g) for g in cand.layers)
+
+    def _flops(self, gene: LayerGene) -> float:
+        k = gene.d_inner(self.hidden)
+        one = mlpgraph.count_flops(gene.graph, d_model=self.hidden, d_inner=k, tokens=self.tokens)
+        return gene.stacks * (one + 8 * self.hidden * self.tokens) / 1e6  # + LayerNorm/residual
+
+    def _measure(self, gene: LayerGene) -> float:
+        import torch
+
+        h, k = self.hidden, gene.d_inner(self.hidden)
+        fns = [mlpgraph.compile(gene.graph, h, k, self.backend, seed=i)
+               for i in range(gene.stacks)]
+        norms = [torch.nn.LayerNorm(h) for _ in range(gene.stacks)]
+        x = torch.randn(self.tokens, h, generator=torch.Generator().manual_seed(0))
+        times = []
+        with torch.no_grad():
+            for i in range(self.warmup + self.repeats):
+                start = time.perf_counter()
+                y = x
+                for f, ln in zip(fns, norms, strict=True):
+                    y = ln(y + f(y))
+                if i >= self.warmup:
+                    times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times)
+
+
+# ----------------------------------------------------------------- constraints
+@dataclass
+class Constraints:
+    """The feasibility test a controller applies to every candidate before proposing it."""
+
+    params: ParamCounter | None = None
+    window: ParamWindow | None = None
+    latency: LatencyMeter | None = None
+    max_latency: float | None = None
+    checked: int = 0
+    rejected_params: int = 0
+    rejected_latency: int = 0
+    info: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+
+    def measure(self, cand: Candidate) -> dict[str, float | int | None]:
+        """``{"params": ..., "latency": ...}`` (``None`` where not configured)."""
+        hit = self.info.get(cand.id)
+        if hit is None:
+            n = self.params(cand) if self.params is not None else None
+            lat = None
+            if self.latency is not None and (self.window is None or n is None or n in self.window):
+                lat = self.latency(cand)
+            hit = {"params": n, "latency": lat}
+            if len(self.info) > 50_000:
+                self.info.clear()
+            self.info[cand.id] = hit
+        return hit
+
+    def __call__(self, cand: Candidate) -> bool:
+        self.checked += 1
+        m = self.measure(cand)
+        if self.window is not None and m["params"] is not None and m["params"] not in self.window:
+            self.rejected_params += 1
+            return False
+        if self.max_latency is not None and m["latency"] is not None and \
+                m["latency"] > self.max_latency:
+            self.rejected_latency += 1
+            return False
+        return True
+
+    def stats(self) -> dict[str, int]:
+        return {"checked": self.checked, "rejected_params": self.rejected_params,
+                "rejected_latency": self.rejected_latency}
+
+    def load_stats(self, d: dict[str, int]) -> None:
+        self.checked = int(d.get("checked", 0))
+        self.rejected_params = int(d.get("rejected_params", 0))
+        self.rejected_latency = int(d.get("rejected_latency", 0))
+
+
+# --------------------------------------------------------------------- hurdles
+class Hurdles:
+    """Progressive hurdles over rungs of increasing training ``steps``."""
+
+    def __init__(self, steps: Sequence[int] = (), quantile: float = 0.5,
+                 min_history: int = 4) -> None:
+        if any(int(s) < 0 for s in steps):
+            raise SearchConfigError("rungs", f"{list(steps)}: steps must be non-negative")
+        if not 0.0 <= quantile <= 1.0:
+            raise SearchConfigError("hurdle_quantile", f"{quantile} must be in [0, 1] "
+                                    "(0.5: the median; 0.75: only the top quarter go on)")
+        self.steps = [int(s) for s in steps]
+        self.quantile, self.min_history = quantile, min_history
+        self.history: list[list[float]] = [[] for _ in self.steps]
+
+    @property
+    def num_rungs(self) -> int:
+        return max(1, len(self.steps))
+
+    def steps_for(self, rung: int) -> int | None:
+        return self.steps[rung] if self.steps else None
+
+    def hurdle(self, rung: int) -> float | None:
+        """The score needed at ``rung`` to go on (``None``: too little history, everyone goes)."""
+        h = sorted(self.history[rung]) if self.steps else []
+        if len(h) < self.min_history:
+            return None
+        pos = self.quantile * (len(h) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(h) - 1)
+        return h[lo] + (h[hi] - h[lo]) * (pos - lo)
+
+    def passes(self, rung: int, score: float) -> bool:
+        """Does ``score`` at ``rung`` earn the next rung? (Judged before recording it.)"""
+        if rung + 1 >= self.num_rungs:
+            return False
+        bar = self.hurdle(rung)
+        return bar is None or score >= bar
+
+    def record(self, rung: int, score: float) -> None:
+        if self.steps:
+            self.history[rung].append(score)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [list(map(float, h)) for h in state["history"]]
+
+
+# ---------------------------------------------------------------------- pareto
+def dominates(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    """``a`` is at least as good as ``b`` everywhere and better somewhere (all maximized)."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and \
+        any(x > y for x, y in zip(a, b, strict=True))
+
+
+def pareto_front(items: Sequence[T], objectives: Callable[[T], Sequence[Any]]) -> list[T]:
+    """The items no other item dominates, in input order. ``objectives`` returns values to
+    *maximize* (negate those to minimize); values may be tuples (compared lexicographically)."""
+    vals = [tuple(objectives(it)) for it in items]
+    return [it for i, it in enumerate(items)
+            if not any(dominates(vals[j], vals[i]) for j in range(len(items)) if j != i)]

@@ -1,0 +1,306 @@
+"""Graph editing for the mutations: site analysis, substitution, and a grower of random
+*valid* subtrees and whole expressions.
+
+Terms used below (``narrow`` nodes are transparent everywhere, as in the space's rules):
+
+- ``th(n)``: tree height of ``n`` with ``narrow`` not counted (``mlpgraph.space.tree_height``).
+- ``depth`` of an edge ``(p, i)``: the longest counted path from the root to the node at
+  the end of that edge; the root "edge" ``(None, -1)`` has depth 0. Replacing the node at
+  an edge by ``q`` gives a graph of height at most ``max(old, depth + th(q))``.
+- width *class*: ``"d"`` for width ``d``, ``"k"`` for ``k`` and ``m``. With the default
+  linear output widths, swapping a node for one of the same class never changes any
+  linear's output width, so the root keeps width ``d`` (a ``k``-class node always sits
+  under some linear, which maps ``k`` and ``m`` alike to ``d``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from mlpgraph import Graph, Node, Op, Space, Width, get_primitive, ir
+
+Edge = tuple[Node | None, int]  # (parent, child index); (None, -1) is the root
+
+
+def skip(n: Node) -> Node:
+    """``n`` without the ``narrow`` coercions on top."""
+    while n.op is Op.NARROW:
+        n = n.src[0]
+    return n
+
+
+def is_activation(n: Node) -> bool:
+    return n.op is Op.PRIM and get_primitive(str(n.arg)).is_activation
+
+
+def op_is_activation(name: str) -> bool:
+    return get_primitive(name).is_activation
+
+
+def width_class(n: Node) -> str:
+    return "d" if n.width is Width.D else "k"
+
+
+def rebuild(n: Node, src: Sequence[Node]) -> Node:
+    """``n`` over new children; primitives re-derive their ``narrow`` coercions."""
+    if all(a is b for a, b in zip(src, n.src, strict=True)):
+        return n
+    if n.op is Op.PRIM:
+        return ir.apply(str(n.arg), *(skip(s) for s in src))
+    if n.op is Op.LINEAR:
+        return ir.linear(str(n.arg), src[0], n.width)
+    if n.op is Op.NARROW:
+        return ir.narrow(src[0])
+    return n
+
+
+def substitute(graph: Graph, mapping: dict[Node, Node]) -> Node:
+    """The new root after replacing every occurrence of each key of ``mapping`` by its value
+    (values are not descended into)."""
+    memo: dict[Node, Node] = {}
+    for n in graph.nodes:
+        hit = mapping.get(n)
+        memo[n] = hit if hit is not None else rebuild(n, [memo[s] for s in n.src])
+    return memo[graph.root]
+
+
+class View:
+    """Per-graph facts the mutations need: heights, depths, core parents, ancestry."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.th: dict[Node, int] = {}
+        for n in graph.nodes:
+            h = max((self.th[s] for s in n.src), default=-1)
+            self.th[n] = h if n.op is Op.NARROW else h + 1
+        self.height = self.th[graph.root]
+        self.above: dict[Node, int] = {n: 0 for n in graph.nodes}
+        self.parents: dict[Node, list[tuple[Node, int]]] = {n: [] for n in graph.nodes}
+        for n in reversed(graph.nodes):  # parents before children
+            step = 0 if n.op is Op.NARROW else 1
+            for i, s in enumerate(n.src):
+                self.above[s] = max(self.above[s], self.above[n] + step)
+                if n.op is not Op.NARROW:
+                    self.parents[skip(s)].append((n, i))
+        self.core = [n for n in graph.nodes if n.op is not Op.NARROW]
+        self.linear_names = sorted(str(n.arg) for n in graph.nodes if n.op is Op.LINEAR)
+
+    def edges(self) -> list[Edge]:
+        """Every (parent, index) edge between core nodes, then the root edge."""
+        out: list[Edge] = [(p, i) for p in self.core for i in range(len(p.src))]
+        out.append((None, -1))
+        return out
+
+    def child(self, edge: Edge) -> Node:
+        p, i = edge
+        return self.graph.root if p is None else skip(p.src[i])
+
+    def depth(self, edge: Edge) -> int:
+        p, _ = edge
+        return 0 if p is None else self.above[p] + 1
+
+    def ancestors(self, target: Node) -> list[Node]:
+        """Nodes that have ``target`` below them (not ``target`` itself), in graph order."""
+        reach = {target}
+        out = []
+        for n in self.graph.nodes:
+            if any(s in reach for s in n.src):
+                reach.add(n)
+                out.append(n)
+        return out
+
+    def sibling_clash(self, n: Node, new: Node) -> bool:
+        """Would putting ``new`` where ``n`` is give some binary parent two equal operands?"""
+        return any(len(p.src) == 2 and skip(p.src[1 - i]) is skip(new)
+                   for p, i in self.parents[n])
+
+    def bypass(self, n: Node, keep: Node) -> tuple[list[str], int]:
+        """Linear names and height of the graph with ``n`` replaced by its operand ``keep``
+        (computed without building it)."""
+        th: dict[Node, int] = {}
+        for m in self.graph.nodes:
+            if m is n:
+                th[m] = th[keep]
+                continue
+            h = max((th[s] for s in m.src), default=-1)
+            th[m] = h if m.op is Op.NARROW else h + 1
+        live = {self.graph.root}
+        names = []
+        for m in reversed(self.graph.nodes):
+            if m not in live:
+                continue
+            if m.op is Op.LINEAR:
+                names.append(str(m.arg))
+            live.update([keep] if m is n else m.src)
+        return sorted(names), th[self.graph.root]
+
+    def replace_at(self, edge: Edge, q: Node) -> Node:
+        """New root with the node at ``edge`` replaced by ``q`` (the parent is rebuilt and
+        substituted everywhere it occurs)."""
+        p, i = edge
+        if p is None:
+            return q
+        src = list(p.src)
+        src[i] = q
+        return substitute(self.graph, {p: rebuild(p, src)})
+
+
+# ------------------------------------------------------------------- grower
+class Grower:
+    """Random valid subtrees over given *required leaves* (existing nodes that must appear,
+    e.g. the linear layers of the subtree being regrown) and the input ``x``."""
+
+    def __init__(self, space: Space, rng: random.Random) -> None:
+        self.space, self.rng = space, rng
+        self.x = ir.input_node()
+        self.unary_act = [u for u in space.unary if op_is_activation(u)]
+        self.unary_plain = [u for u in space.unary if not op_is_activation(u)]
+        self._memo: dict[tuple, list[tuple[str, float, list[str]]]] = {}
+
+    @staticmethod
+    def th(n: Node) -> int:
+        memo: dict[Node, int] = {}
+        for m in ir.toposort(n):
+            h = max((memo[s] for s in m.src), default=-1)
+            memo[m] = h if m.op is Op.NARROW else h + 1
+        return memo[n]
+
+    def _unary_choices(self, no_act: bool) -> list[str]:
+        return self.unary_plain if no_act else self.unary_plain + self.unary_act
+
+    def _sig(self, req: Sequence[Node]) -> tuple[tuple[int, ...], str]:
+        """What feasibility depends on: the leaves' heights and, for one leaf, its kind."""
+        if not req:
+            return (), "x"
+        if len(req) == 1:
+            r = req[0]
+            kind = "lin" if r.op is Op.LINEAR else "act" if is_activation(r) else "other"
+            return (self.th(r),), kind
+        return tuple(sorted(self.th(r) for r in req)), "many"
+
+    def feasible(self, req: Sequence[Node], lo: int, hi: int, no_act: bool = False,
+                 no_lin: bool = False) -> bool:
+        """Can :meth:`grow` build an expression over ``req`` here?"""
+        return bool(self._options(self._sig(req), max(lo, 0), hi, no_act, no_lin))
+
+    def _options(self, sig: tuple[tuple[int, ...], str], lo: int, hi: int, no_act: bool,
+                 no_lin: bool) -> list[tuple[str, float, list[str]]]:
+        key = (sig, lo, hi, no_act, no_lin)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        heights, kind = sig
+        n = len(heights)
+        out: list[tuple[str, float, list[str]]] = []
+        if lo <= hi and self._need(heights) <= hi:
+            if n <= 1:
+                leaf_h = heights[0] if n else 0
+                if lo <= leaf_h <= hi and not (no_lin and kind == "lin") and \
+                        not (no_act and kind == "act"):
+                    out.append(("leaf", 1.0 + 0.5 * (hi - leaf_h <= 1), []))
+            if hi >= 1:
+                us = [u for u in self._unary_choices(no_act)
+                      if self._options(sig, max(lo - 1, 0), hi - 1, op_is_activation(u), False)]
+                if us:
+                    out.append(("unary", 1.0 if n <= 1 else 0.3, us))
+                if self.space.binary:
+                    a_ok = bool(self._options(sig, max(lo - 1, 0), hi - 1, False, False))
+                    if n == 0:
+                        ok = hi >= 2 and a_ok and bool(self.space.unary)
+                    else:
+                        ok = a_ok or n >= 2
+                    if ok:
+                        out.append(("binary", 0.8 if n <= 1 else 1.0, []))
+        self._memo[key] = out
+        return out
+
+    @staticmethod
+    def _need(heights: Sequence[int]) -> int:
+        hs = sorted(heights)
+        if not hs:
+            return 0
+        while len(hs) > 1:  # combine the two lowest with a binary op (Huffman-like)
+            a, b = hs.pop(0), hs.pop(0)
+            hs.append(max(a, b) + 1)
+            hs.sort()
+        return hs[0]
+
+    def min_height(self, req: Sequence[Node]) -> int:
+        """Smallest tree height of an expression containing every node of ``req``."""
+        return self._need([self.th(r) for r in req])
+
+    def grow(self, req: Sequence[Node], lo: int, hi: int, no_act: bool = False,
+             no_lin: bool = False) -> Node:
+        """A random expression containing every node of ``req`` (and possibly ``x``) with
+        tree height in ``lo..hi``, whose top is not an activation when ``no_act`` and not a
+        linear when ``no_lin``. Raises ``ValueError`` when that is impossible (see
+        :meth:`feasible`)."""
+        req = list(req)
+        options = self._options(self._sig(req), max(lo, 0), hi, no_act, no_lin)
+        if not options:
+            raise ValueError(f"cannot grow height {lo}..{hi} over {len(req)} required leaves")
+        kind, _, us = self.rng.choices(options, [w for _, w, _ in options])[0]
+        if kind == "leaf":
+            return req[0] if req else self.x
+        if kind == "unary":
+            u = self.rng.choice(us)
+            return ir.apply(u, self.grow(req, lo - 1, hi - 1, no_act=op_is_activation(u)))
+        return self._binary(req, lo, hi)
+
+    def _binary(self, req: list[Node], lo: int, hi: int) -> Node:
+        rng = self.rng
+        op = rng.choice(self.space.binary)
+        a_req, b_req = self._split(req, hi - 1)
+        if not self.feasible(a_req, lo - 1, hi - 1):
+            a_req, b_req = b_req, a_req
+        a = self.grow(a_req, lo - 1, hi - 1)
+        b = self._distinct(b_req, 0, hi - 1, a)
+        if rng.random() < 0.5:
+            a, b = b, a
+        return ir.apply(op, a, b)
+
+    def _split(self, req: list[Node], cap: int) -> tuple[list[Node], list[Node]]:
+        """Split the required leaves between two operands, each side buildable within ``cap``."""
+        if len(req) <= 1:
+            return req, []
+        for _ in range(4):
+            order = list(req)
+            self.rng.shuffle(order)
+            cut = self.rng.randint(1, len(order) - 1)
+            a, b = order[:cut], order[cut:]
+            if self.min_height(a) <= cap and self.min_height(b) <= cap:
+                return a, b
+        hs = sorted(req, key=self.th)  # balanced fallback: alternate by height
+        return hs[0::2], hs[1::2]
+
+    def _distinct(self, req: list[Node], lo: int, hi: int, other: Node) -> Node:
+        """An operand that differs from ``other`` (a binary op may not take equal args)."""
+        for _ in range(3):
+            b = self.grow(req, lo, hi)
+            if skip(b) is not skip(other):
+                return b
+        if req:
+            raise ValueError("cannot build a distinct operand")  # equal leaf sets: caller retries
+        if skip(other) is not self.x:
+            return self.x
+        u = self.rng.choice(self.space.unary)
+        return ir.apply(u, self.x)
+
+    # ------------------------------------------------------------ whole graphs
+    def random_graph(self) -> Graph:
+        """A random member of the space: ``last(mid(L1(pre1(x)), ...))`` under a random
+        post-expression, for a random linear set of the space."""
+        sp, rng = self.space, self.rng
+        names = rng.choice(sp.linear_sets)
+        *inner_names, last = names
+        cap = sp.max_height
+        pre_cap = max(0, min(rng.choice((0, 0, 1, 1, 2)), cap - 3))
+        inner = [ir.linear(n, self.grow([], 0, pre_cap)) for n in inner_names]
+        need = self.min_height(inner) + (1 if len(inner) == 1 else 0)
+        post = rng.choice((0, 0, 1, 1, 2))
+        mid_hi = max(need, cap - 1 - post)
+        mid = self.grow(inner, 0, mid_hi, no_lin=True) if inner else self.grow([], 0, mid_hi)
+        top = ir.linear(last, mid)
+        root = self.grow([top], max(sp.min_height, self.th(top)), cap)
+        return Graph(root)

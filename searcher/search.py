@@ -1,0 +1,310 @@
+"""The search loop: ``run_search(config, scorer, run_dir, resume=False) -> SearchResult``.
+
+One *step*: the controller proposes ``batch_size`` feasible candidates (parameter window,
+latency budget); the proposals are journaled as pending; duplicates (by id or functional
+fingerprint) are not scored; the rest are scored at the first hurdle rung in parallel,
+those above the running hurdle at the next rung, and so on (every finished scorer call is
+journaled at once); the controller observes all proposals in proposal order; the step
+commits in one transaction with the loop state. Resuming reloads the last committed state
+and re-runs the interrupted step, reading its finished evaluations back from the journal.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .budget import Constraints, Hurdles, LatencyMeter, ParamCounter, ParamWindow, pareto_front
+from .candidate import Candidate, seed_candidates
+from .config import SearchConfig
+from .controller import Fitness, Observation, make_controller
+from .dedupe import Deduper, DedupeStats
+from .errors import JournalError
+from .journal import FILENAME, EvalRecord, Journal, JournalRow
+from .mutations import DEFAULT_TABLE, MutationTable
+from .scoring import Scorer, normalize, rung_budget
+from .workers import Outcome, Task, make_backend
+
+
+@dataclass
+class Evaluated:
+    """A scored candidate: ``status`` of its last scorer call (``ok``, ``diverged``,
+    ``failed``, ``timeout``); ``fitness`` ``(rung, score)`` or ``None`` when not ok."""
+
+    candidate: Candidate
+    status: str
+    fitness: Fitness | None
+    params: int | None
+    latency_ms: float | None
+    step: int
+    idx: int
+    evaluations: list[EvalRecord] = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        return None if self.fitness is None else self.fitness[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate": self.candidate.to_dict(), "status": self.status,
+                "fitness": None if self.fitness is None else list(self.fitness),
+                "score": self.score, "params": self.params, "latency_ms": self.latency_ms,
+                "step": self.step, "idx": self.idx}
+
+
+@dataclass
+class SearchResult:
+    """What a run produced (the journal holds everything else)."""
+
+    best: list[Evaluated]  # top_k by fitness, best first
+    pareto: list[Evaluated]  # not dominated in (fitness up, latency down, params down)
+    history: list[Evaluated]  # every scored candidate, in proposal order
+    dedupe: DedupeStats
+    evaluations: int
+    proposals: int
+    steps: int
+    stopped: str  # why the loop ended
+    run_dir: Path
+    constraints: dict[str, int]
+    journal_path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"best": [e.to_dict() for e in self.best],
+                "pareto": [e.to_dict() for e in self.pareto],
+                "history": [e.to_dict() for e in self.history],
+                "dedupe": self.dedupe.to_dict(), "evaluations": self.evaluations,
+                "proposals": self.proposals, "steps": self.steps, "stopped": self.stopped,
+                "run_dir": str(self.run_dir), "constraints": self.constraints}
+
+    def summary(self) -> str:
+        top = self.best[0] if self.best else None
+        return (f"{self.evaluations} evaluations in {self.steps} steps ({self.stopped}); "
+                f"dedupe hit rate {self.dedupe.hit_rate:.1%}; best "
+                + (f"{top.score:.4f} {top.candidate.describe()}" if top else "none"))
+
+
+def _fitness(records: list[EvalRecord]) -> Fitness | None:
+    ok = [r for r in records if r.status == "ok" and r.score is not None]
+    return None if not ok else (ok[-1].rung, float(ok[-1].score))
+
+
+def _record(o: Outcome, rung: int) -> EvalRecord:
+    if o.status != "ok":
+        return EvalRecord(rung, o.status, error=o.error, started_at=o.started_at,
+                          finished_at=o.finished_at, worker=o.worker)
+    try:
+        r = normalize(o.result)
+    except TypeError as e:
+        return EvalRecord(rung, "failed", error=str(e), started_at=o.started_at,
+                          finished_at=o.finished_at, worker=o.worker)
+    return EvalRecord(rung, "ok" if r.ok else "diverged", r.score if r.ok else None, r.params,
+                      r.latency_ms, r.extra, None, o.started_at, o.finished_at, o.worker)
+
+
+class _Run:
+    """State of one run (built fresh, then possibly restored from the journal)."""
+
+    def __init__(self, config: SearchConfig, journal: Journal, table: MutationTable) -> None:
+        cfg = self.cfg = config
+        self.journal = journal
+        self.space = cfg.resolve_space()
+        if cfg.student_config is not None:
+            counter = ParamCounter.from_student_config(cfg.student_config)
+            if cfg.hidden is not None and cfg.hidden != counter.hidden:
+                counter = ParamCounter(cfg.hidden, counter.non_mlp)
+        else:
+            counter = ParamCounter(int(cfg.hidden or 0), cfg.non_mlp_params)
+        self.hidden = counter.hidden
+        meter = None
+        if cfg.latency_budget is not None:
+            meter = LatencyMeter(self.hidden, tokens=cfg.latency_tokens,
+                                 repeats=cfg.latency_repeats, proxy=cfg.latency_proxy,
+                                 cache=journal.latencies(), on_measure=journal.put_latency)
+        window = None if cfg.param_window is None else ParamWindow(*cfg.param_window)
+        self.constraints = Constraints(counter, window, meter, cfg.latency_budget)
+        base = cfg.base_candidate()
+        seeds = [base] if base is not None else seed_candidates(self.space, cfg.num_layers)
+        options: dict[str, Any] = {}
+        if cfg.controller == "evolution":
+            options = {k: getattr(cfg, k) for k in ("population", "sample_size", "islands",
+                                                    "migration_interval", "crossover_prob",
+                                                    "crossover")}
+        elif cfg.controller == "paper":
+            options = {"max_mutations": cfg.max_mutations}
+        self.controller = make_controller(
+            cfg.controller, self.space, seeds, seed=cfg.seed, genes=cfg.gene_mask(),
+            table=table.with_weights(cfg.mutation_weights), feasible=self.constraints,
+            **options)
+        self.hurdles = Hurdles(cfg.rungs, cfg.hurdle_quantile, cfg.hurdle_min_history)
+        self.deduper = Deduper(cfg.dedupe_fingerprint)
+        self.results: dict[str, Evaluated] = {}
+        self.history: list[Evaluated] = []
+        self.step = self.evaluations = self.proposals = self.empty_steps = 0
+
+    # ----------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        return {"controller": self.controller.state_dict(), "hurdles": self.hurdles.state_dict(),
+                "dedupe": self.deduper.stats.to_dict(), "constraints": self.constraints.stats(),
+                "evaluations": self.evaluations, "proposals": self.proposals,
+                "empty_steps": self.empty_steps}
+
+    def restore(self) -> None:
+        saved = self.journal.last_state()
+        if saved is None:
+            return
+        step, st = saved
+        self.controller.load_state_dict(st["controller"])
+        self.hurdles.load_state_dict(st["hurdles"])
+        self.deduper.load_stats(st["dedupe"])
+        self.constraints.load_stats(st["constraints"])
+        self.evaluations, self.proposals = st["evaluations"], st["proposals"]
+        self.empty_steps = st["empty_steps"]
+        self.step = step + 1
+        for row in self.journal.read_all():
+            if row.status in ("evaluated", "failed"):
+                cand = Candidate.from_dict(row.candidate)
+                self.deduper.add(cand)
+                ev = self._from_row(cand, row)
+                self.results[cand.id] = ev
+                self.history.append(ev)
+
+    def _from_row(self, cand: Candidate, row: JournalRow) -> Evaluated:
+        recs = [EvalRecord(e["rung"], e["status"], e["score"], e["params"], e["latency_ms"],
+                           e["extra"], e["error"], e["started_at"] or 0.0,
+                           e["finished_at"] or 0.0, e["worker"] or "")
+                for e in row.evaluations]
+        return self._evaluated(cand, recs, row.step, row.idx, row.params, row.latency_ms)
+
+    def _evaluated(self, cand: Candidate, recs: list[EvalRecord], step: int, idx: int,
+                   params: int | None, latency: float | None) -> Evaluated:
+        last = recs[-1] if recs else None
+        return Evaluated(cand, last.status if last else "failed", _fitness(recs),
+                         params if params is not None else (last.params if last else None),
+                         latency if latency is not None else (last.latency_ms if last else None),
+                         step, idx, recs)
+
+    # ------------------------------------------------------------------ step
+    def run_step(self, backend: Any) -> None:
+        cfg, step = self.cfg, self.step
+        n = min(cfg.batch_size, cfg.evaluations - self.evaluations)
+        batch = self.controller.propose(n)
+        self.proposals += len(batch)
+        self.empty_steps = 0 if batch else self.empty_steps + 1
+        info = [self.constraints.measure(c) for c in batch]
+        self.journal.begin_step(step, [(c.id, c.to_json(), m["params"], m["latency"])
+                                       for c, m in zip(batch, info, strict=True)])
+        dups = [self.deduper.check_and_add(c) for c in batch]
+        done = self.journal.evaluations_of(step)
+        records: dict[int, list[EvalRecord]] = {i: [] for i, d in enumerate(dups) if d is None}
+        active = list(records)
+        for rung in range(self.hurdles.num_rungs):
+            budget = rung_budget(cfg.score_budget, rung, self.hurdles.steps_for(rung))
+            tasks = []
+            for i in active:
+                if (i, rung) in done:
+                    records[i].append(done[(i, rung)])
+                else:
+                    tasks.append(Task((i, rung), batch[i].spec(self.hidden), budget))
+
+            def on_done(o: Outcome) -> None:
+                i, r = o.key
+                rec = _record(o, r)
+                self.journal.record_evaluation(step, i, batch[i].id, rec)
+                records[i].append(rec)
+
+            backend.run(tasks, on_done) if tasks else None
+            nxt = []
+            for i in active:
+                rec = next(r for r in records[i] if r.rung == rung)
+                if rec.status == "ok" and rec.score is not None:
+                    if self.hurdles.passes(rung, rec.score):
+                        nxt.append(i)
+                    self.hurdles.record(rung, rec.score)
+            active = nxt
+        observations, finals = [], []
+        for i, cand in enumerate(batch):
+            if dups[i] is None:
+                recs = sorted(records[i], key=lambda r: r.rung)
+                ev = self._evaluated(cand, recs, step, i, info[i]["params"], info[i]["latency"])
+                self.results[cand.id] = ev
+                self.history.append(ev)
+                self.evaluations += 1
+                finals.append(("evaluated" if ev.fitness is not None else "failed", None))
+            else:
+                ev = self.results[dups[i][1]]
+                finals.append(("duplicate", dups[i][1]))
+            observations.append(Observation(cand, ev.fitness))
+        self.controller.observe(observations)
+        best = self.best(1)
+        summary = {"proposed": len(batch), "evaluations": self.evaluations,
+                   "duplicates": sum(d is not None for d in dups),
+                   "best_id": best[0].candidate.id if best else None,
+                   "best": list(best[0].fitness) if best else None,
+                   "dedupe_hit_rate": self.deduper.stats.hit_rate}
+        self.journal.commit_step(step, finals, self.state(), summary)
+        self.step += 1
+
+    # ---------------------------------------------------------------- result
+    def best(self, k: int) -> list[Evaluated]:
+        ok = [e for e in self.history if e.fitness is not None]
+        return sorted(ok, key=lambda e: e.fitness, reverse=True)[:k]  # stable: earlier first
+
+    def result(self, stopped: str, run_dir: Path) -> SearchResult:
+        ok = [e for e in self.history if e.fitness is not None]
+
+        def objectives(e: Evaluated) -> tuple:
+            return (e.fitness, -(e.latency_ms if e.latency_ms is not None else 0.0),
+                    -(e.params if e.params is not None else 0))
+
+        return SearchResult(self.best(self.cfg.top_k), pareto_front(ok, objectives),
+                            list(self.history), self.deduper.stats, self.evaluations,
+                            self.proposals, self.step, stopped, run_dir,
+                            self.constraints.stats(), self.journal.path)
+
+
+def run_search(config: SearchConfig, scorer: Scorer, run_dir: str | Path, resume: bool = False,
+               *, table: MutationTable = DEFAULT_TABLE) -> SearchResult:
+    """Run (or, with ``resume``, continue) a search in ``run_dir``; see the module doc.
+
+    ``scorer(spec, budget)`` is called for every distinct candidate (in worker processes
+    unless ``config.backend == "inline"``). ``table`` is the mutation table (add your own
+    mutations to :data:`searcher.mutations.DEFAULT_TABLE`).
+    """
+    config.validate()
+    run_dir = Path(run_dir)
+    path = run_dir / FILENAME
+    if path.exists() and not resume:
+        raise JournalError(f"{run_dir} already holds a search journal; pass resume=True "
+                           "(--resume) to continue that run, or choose a new run folder")
+    journal = Journal(path)
+    try:
+        stored = journal.get_meta("config")
+        if stored is None:
+            journal.set_meta("config", json.dumps(config.to_dict(), default=str))
+        else:
+            diff = config.differences(json.loads(stored))
+            if diff:
+                raise JournalError(f"{path} was started with a different configuration (fields "
+                                   f"{', '.join(diff)} differ); resume with the original "
+                                   "configuration or start a new run folder")
+        run = _Run(config, journal, table)
+        run.restore()
+        limit = config.evaluations * config.max_proposal_factor
+        stopped = "evaluation budget reached"
+        with make_backend(config.backend, scorer, workers=config.workers,
+                          timeout=config.timeout, address=config.address) as backend:
+            while run.evaluations < config.evaluations:
+                if run.proposals >= limit:
+                    stopped = (f"stopped after {run.proposals} proposals (max_proposal_factor="
+                               f"{config.max_proposal_factor}): the controller keeps proposing "
+                               "duplicates")
+                    break
+                if run.empty_steps >= 3:
+                    stopped = ("stopped: the controller found no feasible candidate in 3 steps; "
+                               "widen the parameter window or the latency budget")
+                    break
+                run.run_step(backend)
+        return run.result(stopped, run_dir)
+    finally:
+        journal.close()

@@ -1,0 +1,150 @@
+"""Dedupe, parameter window, latency budget, hurdles, Pareto front, scorer results."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytest
+
+import mlpgraph
+from distill.config import load_config
+from distill.student import count_parameters
+from searcher.budget import (
+    Constraints,
+    Hurdles,
+    LatencyMeter,
+    ParamCounter,
+    ParamWindow,
+    dominates,
+    pareto_front,
+)
+from searcher.candidate import Candidate, LayerGene, parse_ratio, uniform_candidate
+from searcher.dedupe import Deduper, functional_key
+from searcher.errors import SearchConfigError
+from searcher.scoring import EvalBudget, normalize, rung_budget
+
+
+def _cand(*exprs: str, s: int = 1, r: str = "1/2") -> Candidate:
+    return Candidate(tuple(LayerGene(mlpgraph.parse(e), s, parse_ratio(r)) for e in exprs))
+
+
+def test_dedupe_hits_equal_keys_and_equal_fingerprints():
+    d = Deduper()
+    a = _cand("W2(gelu(W1(x)) * x)", "W2(relu(W1(x)))")
+    assert d.check_and_add(a) is None
+    # same canonical key (commuted operands): a key hit
+    b = _cand("W2(x * gelu(W1(x)))", "W2(relu(W1(x)))")
+    assert b.id == a.id and d.check_and_add(b) == ("key", a.id)
+    # max(y, relu(y)) == relu(y) is not a rewrite rule, but the probes see the same function
+    c = _cand("W2(gelu(W1(x)) * x)", "W2(max(W1(x), relu(W1(x))))")
+    assert c.id != a.id and functional_key(c) == functional_key(a)
+    assert d.check_and_add(c) == ("fingerprint", a.id)
+    # a different function, or the same expression at another width, is new
+    assert d.check_and_add(_cand("W2(tanh(W1(x)))", "W2(relu(W1(x)))")) is None
+    assert d.check_and_add(_cand("W2(gelu(W1(x)) * x)", "W2(relu(W1(x)))", r="1/4")) is None
+    st = d.stats
+    assert (st.lookups, st.key_hits, st.fingerprint_hits) == (5, 1, 1)
+    assert math.isclose(st.hit_rate, 2 / 5)
+    off = Deduper(use_fingerprint=False)
+    off.check_and_add(a)
+    assert off.check_and_add(c) is None
+
+
+def test_param_counter_matches_distill_and_window_filters():
+    cfg = load_config("efficientbert_paper")
+    counter = ParamCounter.from_student_config("efficientbert_paper")
+    layers = tuple(LayerGene(spec.graph(), spec.stacks, parse_ratio(f"{spec.d_inner}/540"))
+                   for spec in cfg.layers)
+    paper = Candidate(layers)
+    assert counter(paper) == count_parameters(cfg)["total"]
+    assert 15_000_000 <= counter(paper) <= 16_000_000  # the paper's window holds its model
+    window = ParamWindow(15_000_000, 16_000_000)
+    checks = Constraints(counter, window)
+    assert checks(paper)
+    assert not checks(uniform_candidate("W2(gelu(W1(x)))", 4, "1", 6))  # far too big
+    assert checks.stats() == {"checked": 2, "rejected_params": 1, "rejected_latency": 0}
+    # the seeds inside the window: s * ratio near 1 (1x1, 2x1/2, 3x1/3, 4x1/4)
+    from searcher.candidate import seed_candidates
+
+    inside = [(c.layers[0].stacks, c.layers[0].ratio)
+              for c in seed_candidates(mlpgraph.PAPER_SPACE, 6) if checks(c)]
+    assert sorted(inside) == [(1, 1), (2, parse_ratio("1/2")), (3, parse_ratio("1/3")),
+                              (4, parse_ratio("1/4"))]
+    with pytest.raises(SearchConfigError, match="param_window"):
+        ParamWindow(10, 5)
+
+
+def test_latency_budget_and_cache():
+    meter = LatencyMeter(32, tokens=16, repeats=3, proxy="flops")
+    small, big = _cand("W2(gelu(W1(x)))", r="1/4"), _cand("W2(gelu(W1(x)))", s=4, r="1")
+    assert meter(small) < meter(big)
+    checks = Constraints(latency=meter, max_latency=meter(small) * 1.01)
+    assert checks(small) and not checks(big)
+    assert checks.rejected_latency == 1
+    seen = []
+    timed = LatencyMeter(32, tokens=16, repeats=3, on_measure=lambda k, v: seen.append(v))
+    ms = timed(_cand("W2(gelu(W1(x)))", "tanh(W2(relu(W1(x))))"))
+    assert ms > 0 and timed.measured == 2 and len(seen) == 2
+    timed(_cand("W2(gelu(W1(x)))", "W2(gelu(W1(x)))"))  # both layers cached by key
+    assert timed.measured == 2
+    assert LatencyMeter(32, cache=timed.cache)(_cand("W2(gelu(W1(x)))")) == seen[0]
+
+
+def test_hurdles():
+    h = Hurdles((10, 40), quantile=0.5, min_history=3)
+    assert h.num_rungs == 2 and h.steps_for(1) == 40
+    for s in (0.1, 0.2):
+        assert h.passes(0, s)  # too little history: everyone goes on
+        h.record(0, s)
+    h.record(0, 0.3)
+    assert h.hurdle(0) == pytest.approx(0.2)
+    assert h.passes(0, 0.25) and not h.passes(0, 0.15)
+    assert not h.passes(1, 1.0)  # no rung after the last
+    h2 = Hurdles((10, 40))
+    h2.load_state_dict(h.state_dict())
+    assert h2.hurdle(0) == h.hurdle(0)
+    assert Hurdles().num_rungs == 1 and Hurdles().steps_for(0) is None
+    with pytest.raises(SearchConfigError, match="hurdle_quantile"):
+        Hurdles((1, 2), quantile=2)
+
+
+def test_pareto_front():
+    pts = {"a": (0.9, -10, -5), "b": (0.8, -5, -5), "c": (0.7, -12, -6), "d": (0.9, -10, -5),
+           "e": (0.95, -20, -9)}
+    front = pareto_front(list(pts), lambda k: pts[k])
+    assert front == ["a", "b", "d", "e"]  # c is dominated by a; a and d tie (both stay)
+    assert dominates((1, 2), (1, 1)) and not dominates((1, 1), (1, 1))
+    # tuples compare lexicographically: (rung, score) as one objective
+    assert dominates(((1, 0.5), -3), ((0, 0.9), -3))
+
+
+@dataclass
+class _Result:
+    score: float
+    params: int
+    latency_ms: float
+    diverged: bool = False
+
+    def to_dict(self):
+        return {"score": self.score, "metric": "acc", "params": self.params}
+
+
+@dataclass(frozen=True)
+class _Budget:
+    kd_steps: int = 200
+    lr: float = 1e-4
+
+
+def test_scorer_results_and_budgets_normalize():
+    r = normalize(_Result(0.8, 100, 2.5))
+    assert (r.score, r.params, r.latency_ms, r.ok, r.extra) == (0.8, 100, 2.5, True,
+                                                                 {"metric": "acc"})
+    assert not normalize(_Result(float("-inf"), 1, 1.0, True)).ok
+    assert normalize(0.5).score == 0.5 and not normalize(float("nan")).ok
+    assert normalize({"score": 0.7, "latency": 3}).latency_ms == 3.0
+    with pytest.raises(TypeError, match="no numeric 'score'"):
+        normalize({"accuracy": 0.7})
+    assert rung_budget(None, 1, 40) == EvalBudget(1, 40)
+    assert rung_budget(_Budget(), 0, 50) == _Budget(kd_steps=50)
+    assert rung_budget(_Budget(), 0, None) == _Budget()

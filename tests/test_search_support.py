@@ -1,0 +1,74 @@
+"""Stand-ins shared by the search tests (no tests here).
+
+Cheap deterministic fitness functions for UNIT TESTS ONLY: they score the expression text
+and widths, not a trained model. They are module-level (or instances of module-level
+classes) so worker processes can unpickle them, and import nothing heavy, so spawned
+workers start fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass
+
+
+def toy_score(spec, budget) -> dict:
+    """A deterministic pseudo-accuracy in [0, 1) that grows with the training steps."""
+    s = 0.0
+    for expr, stacks, d_inner in spec.layers:
+        h = int(hashlib.sha256(expr.encode()).hexdigest()[:8], 16) / 2**32
+        s += 0.6 * h + 0.05 * math.log(stacks * d_inner)
+    steps = getattr(budget, "steps", 0) or 0
+    return {"score": s / len(spec.layers) * 0.5 + 0.2 * (1 - math.exp(-steps / 50)),
+            "params": None}
+
+
+def slow_logged_score(spec, budget) -> dict:
+    """:func:`toy_score` that takes a little time and appends ``<id> <steps>`` to the file
+    named by ``SEARCH_TOY_LOG`` (to count scorer calls across a kill and a resume)."""
+    time.sleep(float(os.environ.get("SEARCH_TOY_SLEEP", "0.01")))
+    out = toy_score(spec, budget)
+    log = os.environ.get("SEARCH_TOY_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"{spec.candidate_id} {getattr(budget, 'steps', 0)}\n")
+    return out
+
+
+@dataclass(frozen=True)
+class FaultyScorer:
+    """:func:`toy_score`, except: raises for ``raise_ids``, kills its process for
+    ``crash_ids`` and sleeps ``hang_seconds`` for ``hang_ids``."""
+
+    raise_ids: tuple[str, ...] = ()
+    crash_ids: tuple[str, ...] = ()
+    hang_ids: tuple[str, ...] = ()
+    hang_seconds: float = 600.0
+
+    def __call__(self, spec, budget) -> dict:
+        if spec.candidate_id in self.raise_ids:
+            raise RuntimeError(f"stand-in failure for {spec.candidate_id}")
+        if spec.candidate_id in self.crash_ids:
+            os._exit(7)
+        if spec.candidate_id in self.hang_ids:
+            time.sleep(self.hang_seconds)
+        return toy_score(spec, budget)
+
+
+def small_config(**changes):
+    """A tiny 3-layer search at hidden 32 with a window that excludes some candidates."""
+    from searcher.config import SearchConfig
+
+    base = dict(student_config=None, hidden=32, non_mlp_params=5000, num_layers=3,
+                param_window=(12_000, 30_000), evaluations=24, batch_size=4, population=8,
+                sample_size=3, backend="inline", seed=3)
+    base.update(changes)
+    return SearchConfig(**base)
+
+
+def history_key(result) -> list[tuple]:
+    """What must be equal between two runs: ids, statuses and fitness in proposal order."""
+    return [(e.candidate.id, e.status, e.fitness, e.params) for e in result.history]

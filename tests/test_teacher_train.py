@@ -1,0 +1,290 @@
+"""Teacher loading / score capture / output cache, the training loops, and score().
+
+Everything is offline and tiny: a random BertModel built from a config, a 40-word
+WordPiece vocabulary, synthetic sentences. No assets are needed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertModel,
+    BertTokenizerFast,
+    MPNetConfig,
+    MPNetModel,
+)
+
+from distill.config import StudentConfig
+from distill.losses import KDLoss, KDWeights
+from distill.score import ScoreBudget, clear_caches, score
+from distill.student import Student
+from distill.supernet import Supernet
+from distill.teacher import (
+    LiveTeacher,
+    ScoreRecorder,
+    cache_teacher_outputs,
+    init_student_from_teacher,
+    load_teacher,
+    load_tokenizer,
+    teacher_forward,
+)
+from distill.train import (
+    EncodedTexts,
+    TrainConfig,
+    batch_order,
+    distill,
+    encode_texts,
+    finetune,
+    random_sampler,
+    save_fit_dense,
+    train_loop,
+)
+
+WORDS = ("good bad great awful fine poor movie film plot actor story the a is was very not "
+         "and but it dull fun boring smart funny sad long short best worst").split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+FFN = "W2(gelu(W1(x)))"
+
+
+def tiny_bert_config(**kw) -> BertConfig:
+    cfg = BertConfig(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=48, max_position_embeddings=40,
+                     **kw)
+    cfg._attn_implementation = "eager"
+    return cfg
+
+
+def sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
+    labels = [int(t.count("good") + t.count("great") >= t.count("bad") + t.count("awful"))
+              for t in texts]
+    return texts, labels
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> str:
+    """A random BertForSequenceClassification + tokenizer saved as a model folder."""
+    folder = tmp_path_factory.mktemp("teacher")
+    (folder / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
+    torch.manual_seed(0)
+    BertForSequenceClassification(tiny_bert_config(num_labels=2)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def encoded(teacher_dir) -> EncodedTexts:
+    texts, labels = sentences(24, seed=1)
+    return encode_texts(load_tokenizer(teacher_dir), texts, max_length=16, labels=labels)
+
+
+def tiny_student_config(**kw) -> StudentConfig:
+    base = {"vocab_size": len(SPECIAL) + len(WORDS), "hidden": 16, "heads": 4,
+            "max_position": 40, "layers": [(FFN, 1, 32), (FFN, 1, 32)]}
+    return StudentConfig(**{**base, **kw})
+
+
+# ----------------------------------------------------------------------------- teacher
+@pytest.mark.parametrize("family", ["bert", "mpnet"])
+def test_pre_softmax_scores_match_hand_computation(family):
+    torch.manual_seed(0)
+    if family == "bert":
+        model = BertModel(tiny_bert_config()).eval()
+    else:
+        cfg = MPNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=48, max_position_embeddings=40)
+        cfg._attn_implementation = "eager"
+        model = MPNetModel(cfg).eval()
+    ids = torch.randint(5, 35, (3, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 3:] = 0
+    with torch.no_grad(), ScoreRecorder(model) as rec:
+        out = model(input_ids=ids, attention_mask=mask, output_attentions=True,
+                    output_hidden_states=True)
+        scores = rec.scores(mask)
+    assert len(scores) == 2 and scores[0].shape == (3, 4, 9, 9)
+    for layer, (s, probs) in enumerate(zip(scores, out.attentions, strict=True)):
+        for b in range(3):
+            n = int(mask[b].sum())
+            torch.testing.assert_close(s[b, :, :n, :n].softmax(-1), probs[b, :, :n, :n],
+                                       atol=1e-6, rtol=1e-5)
+            assert (s[b, :, :, n:] <= -1e4).all() and (s[b, :, n:, :] <= -1e4).all()
+        if family == "bert":  # q k^T / sqrt(d) from the weights by hand
+            att = model.encoder.layer[layer].attention.self
+            h = out.hidden_states[layer]
+            q = (h @ att.query.weight.T + att.query.bias).view(3, 9, 4, 8).transpose(1, 2)
+            k = (h @ att.key.weight.T + att.key.bias).view(3, 9, 4, 8).transpose(1, 2)
+            hand = q @ k.transpose(-1, -2) / math.sqrt(8)
+            n = int(mask[1].sum())
+            torch.testing.assert_close(s[1, :, :n, :n], hand[1, :, :n, :n])
+
+
+def test_teacher_outputs_cache_round_trip(teacher_dir, encoded, tmp_path, monkeypatch):
+    teacher = load_teacher(teacher_dir)
+    assert type(teacher).__name__ == "BertForSequenceClassification"
+    cached = cache_teacher_outputs(teacher_dir, encoded, hidden_layers=[0, 2],
+                                   attention_layers=[2], cache_dir=tmp_path, batch_size=5,
+                                   progress=False)
+    assert len(cached) == len(encoded) and cached.logits.shape == (len(encoded), 2)
+    rows = np.array([3, 0, 17, 9])
+    batch = encoded.batch(rows)
+    got = cached.targets(rows, batch)
+    with ScoreRecorder(teacher) as rec:
+        live = teacher_forward(teacher, batch, rec)
+    keep = batch["attention_mask"].bool()
+    assert got["hidden_states"][1] is None and got["attention_scores"][0] is None
+    for layer in (0, 2):
+        torch.testing.assert_close(got["hidden_states"][layer][keep],
+                                   live["hidden_states"][layer][keep], atol=2e-2, rtol=2e-3)
+    both = keep[:, None, :, None] & keep[:, None, None, :]
+    torch.testing.assert_close(got["attention_scores"][1].expand(-1, 4, -1, -1)[both.expand(
+        -1, 4, -1, -1)], live["attention_scores"][1][both.expand(-1, 4, -1, -1)],
+        atol=2e-2, rtol=2e-3)
+    torch.testing.assert_close(got["logits"], live["logits"])
+    sub = cached.subset([17, 9])  # a view: indices are relative to it
+    torch.testing.assert_close(sub.targets(np.array([0]), encoded.batch([17]))["logits"],
+                               live["logits"][2:3])
+    assert sub.inputs.fingerprint() == encoded.subset([17, 9]).fingerprint()
+
+    def boom(*a, **k):
+        raise AssertionError("cache not reused")
+    monkeypatch.setattr("distill.teacher.teacher_forward", boom)
+    again = cache_teacher_outputs(teacher_dir, encoded, hidden_layers=[0, 2],
+                                  attention_layers=[2], cache_dir=tmp_path, progress=False)
+    assert again.folder == cached.folder
+
+
+def test_student_init_from_teacher(teacher_dir):
+    teacher = load_teacher(teacher_dir)
+    student = Student(tiny_student_config(embedding_size=8, trigram=True), seed=0)
+    fit = torch.nn.Linear(16, 32)
+    init_student_from_teacher(student, teacher, fit)
+    word_t = teacher.get_input_embeddings().weight
+    vh = torch.linalg.svd(word_t.detach(), full_matrices=False).Vh
+    torch.testing.assert_close(student.embeddings.word.weight, word_t.detach() @ vh[:8].T)
+    torch.testing.assert_close(fit.weight, vh[:16].T)
+
+
+# ----------------------------------------------------------------------------- training
+def test_batch_order_covers_every_example_once():
+    lengths = np.random.default_rng(0).integers(1, 30, 203)
+    for group in (True, False):
+        batches = batch_order(lengths, 8, seed=3, epoch=1, group_by_length=group)
+        assert len(batches) == math.ceil(203 / 8)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(203))
+        again = batch_order(lengths, 8, seed=3, epoch=1, group_by_length=group)
+        assert all((a == b).all() for a, b in zip(batches, again, strict=True))
+
+
+def test_kd_steps_reduce_loss(teacher_dir, encoded):
+    teacher = load_teacher(teacher_dir)
+    data = encoded.subset(range(8))
+    cfg = tiny_student_config(dropout=0.0, attention_dropout=0.0)
+    student = Student(cfg, seed=0)
+    kd = KDLoss.for_models(cfg, teacher.config, weights=KDWeights.task())
+    result = distill(student, LiveTeacher(teacher, data), kd, TrainConfig(
+        max_steps=40, batch_size=8, lr=3e-3, warmup_ratio=0.0, log_every=1, progress=False))
+    losses = [h["total"] for h in result.history]
+    assert not result.diverged and result.steps == 40
+    assert losses[-1] < 0.6 * losses[0], losses[::8]
+    assert all(h["attention"] > 0 and h["prediction"] > 0 for h in result.history)
+
+
+def _supernet_run(encoded, teacher, folder, stop_at=None):
+    torch.manual_seed(0)
+    net = Supernet(tiny_student_config(), max_stacks=2, seed=0)
+    kd = KDLoss.for_models(net.config, teacher.config, weights=KDWeights.pretraining())
+
+    def kill(step, terms):
+        if step == stop_at:
+            raise KeyboardInterrupt
+    config = TrainConfig(max_steps=6, batch_size=4, lr=1e-3, progress=False, seed=5,
+                         checkpoint_dir=folder, checkpoint_every=2 if folder else 0)
+    result = distill(net, LiveTeacher(teacher, encoded), kd, config, on_step=kill,
+                     sampler=random_sampler(2, 16, stacks=(1, 2), ratios=(1, 0.5)))
+    return net, kd, result
+
+
+def test_checkpoint_resume_is_bit_identical(teacher_dir, encoded, tmp_path):
+    teacher = load_teacher(teacher_dir)
+    reference, ref_kd, _ = _supernet_run(encoded, teacher, None)
+    with pytest.raises(KeyboardInterrupt):  # killed after step 3; newest checkpoint: step 2
+        _supernet_run(encoded, teacher, tmp_path, stop_at=3)
+    resumed, kd, result = _supernet_run(encoded, teacher, tmp_path)
+    assert result.resumed_from == 2 and result.steps == 6
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+    assert torch.equal(ref_kd.fit_dense.weight, kd.fit_dense.weight)
+
+
+def test_non_finite_loss_is_reported_as_diverged(encoded):
+    model = torch.nn.Linear(2, 2)
+
+    def step_loss(indices, rng):
+        value = float("nan") if step_loss.calls == 3 else 1.0
+        step_loss.calls += 1
+        return {"total": (model.weight.sum() * 0 + value)}
+    step_loss.calls = 0
+    result = train_loop(model, step_loss, encoded.lengths, TrainConfig(
+        max_steps=10, batch_size=4, progress=False))
+    assert result.diverged and result.diverged_step == 3 and result.steps == 3
+    student = Student(tiny_student_config(), seed=0)
+    with torch.no_grad():
+        student.classifier.weight.fill_(float("inf"))
+    result = finetune(student, encoded, TrainConfig(max_steps=5, batch_size=4, progress=False))
+    assert result.diverged and result.steps == 0
+
+
+# ----------------------------------------------------------------------------- score
+class NoTestSplit(dict):
+    """A DatasetDict stand-in that fails the test if the test split is touched."""
+
+    def __getitem__(self, key):
+        if key == "test":
+            raise AssertionError("score() read the test split")
+        return super().__getitem__(key)
+
+    def values(self):
+        raise AssertionError("score() iterated over all splits")
+
+    items = values
+
+
+def test_score_is_deterministic_and_never_reads_test(teacher_dir, tmp_path):
+    def split(n, seed):
+        texts, labels = sentences(n, seed)
+        return datasets.Dataset.from_dict({"sentence": texts, "label": labels})
+    data = NoTestSplit(train=split(48, 2), heldout=split(16, 3), test=split(8, 4))
+    net = Supernet(tiny_student_config(), max_stacks=2, seed=0)
+    kd = KDLoss.for_models(net.config, load_teacher(teacher_dir).config)
+    net.save_pretrained(tmp_path / "supernet")
+    save_fit_dense(kd, tmp_path / "supernet")
+    budget = ScoreBudget(supernet=tmp_path / "supernet", teacher=teacher_dir, kd_steps=6,
+                         batch_size=8, lr=1e-3, train_slice=(0, 40), heldout_size=12,
+                         seed=1, cache_dir=tmp_path / "cache", latency_repeats=2,
+                         latency_batch=(2, 16))
+    candidate = [("tanh(W2(gelu(W1(x))))", 2, 8), ("W2(relu(W1(x) * x))", 1, 16)]
+    first = score(candidate, budget, data=data)
+    clear_caches()
+    second = score(candidate, budget, data=data)
+    assert not first.diverged and first.steps == 6 and first.metric == "accuracy"
+    assert (first.score, first.final_loss, first.params) == (second.score, second.final_loss,
+                                                             second.params)
+    assert 0 <= first.score <= 1 and first.latency_ms > 0
+    inherited = score(candidate, ScoreBudget(**{**budget.__dict__, "no_training": True}),
+                      data=data)
+    assert inherited.steps == 0 and not inherited.diverged
+    exploded = score(candidate, ScoreBudget(**{**budget.__dict__, "lr": 1e12}), data=data)
+    assert exploded.diverged and exploded.score == float("-inf") and exploded.steps < 6
