@@ -165,7 +165,8 @@ def main() -> None:
     ap.add_argument("--nokd-epochs", type=float, default=3.0)
     ap.add_argument("--nokd-lr", type=float, default=2e-4)
     ap.add_argument("--austen", action="store_true", help="add Austen text to general KD")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1 is faster than 2 when other jobs share the cores)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-wait", action="store_true")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -195,9 +196,9 @@ def main() -> None:
             f"student: 3 layers, hidden 192, 12 heads, factorized word embedding 128 -> 192, "
             f"FFN 768; {s_params:,} parameters = {s_params / t_params:.1%} of the teacher's "
             f"{t_params:,}",
-            "minutes are wall-clock on 2 shared CPU cores; the KD row's minutes exclude the "
-            "one-time teacher fine-tune and teacher-output caching (listed as one_time_minutes "
-            "in distill.json)",
+            f"minutes are wall-clock with {args.threads} torch thread(s) on 2 CPU cores shared "
+            "with other jobs; the KD row's minutes exclude the one-time teacher fine-tune and "
+            "teacher-output caching (listed as one_time_minutes in distill.json)",
             "general KD text: the four sentiment ground-truth files without the movie heldout/"
             "test sentences" + (" plus the Austen novels" if args.austen else ""),
         ]}

@@ -32,7 +32,15 @@ from .teacher import (
     load_tokenizer,
     teacher_info,
 )
-from .train import TrainConfig, distill, encode_split, encode_texts, evaluate, save_fit_dense
+from .train import (
+    EncodedTexts,
+    TrainConfig,
+    distill,
+    encode_split,
+    encode_texts,
+    evaluate,
+    save_fit_dense,
+)
 
 
 def _layers(kd: KDLoss) -> tuple[list[int], list[int]]:
@@ -45,7 +53,8 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
                     warmup_epochs: float = 1.0, warmup_lr: float = 5e-4,
                     task_epochs: float = 3.0, task_lr: float = 2e-4, batch_size: int = 32,
                     max_length: int | None = None, init_embeddings: bool = True,
-                    include_austen: bool = False, eval_splits: tuple[str, ...] = ("heldout",),
+                    include_austen: bool = False, transfer_set: bool = False,
+                    eval_splits: tuple[str, ...] = ("heldout",),
                     out_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                     device: str | None = None, progress: bool = True,
                     checkpoint_dir: str | Path | None = None,
@@ -54,6 +63,8 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
 
     ``warmup_epochs=0`` skips general KD. General KD reads the unlabeled sentences of
     :func:`distill.data.iter_unlabeled_text` without the movie heldout / test sentences.
+    ``transfer_set``: task KD on those sentences too (they include the training split),
+    labelled by the fine-tuned teacher, instead of the training split alone.
     """
     from .data import get_task_spec, iter_unlabeled_text
 
@@ -75,15 +86,20 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
 
     result: dict[str, Any] = {"params": count_parameters(config), "seed": seed}
 
-    if warmup_epochs > 0:
-        kd = KDLoss.for_models(config, base.config, weights=KDWeights.pretraining())
-        if init_embeddings:
-            init_student_from_teacher(student, base, kd.fit_dense)
-        clock = time.perf_counter()
+    def unlabeled() -> EncodedTexts:
         texts = list(iter_unlabeled_text(cache_dir, include_austen=include_austen,
                                          exclude_movie_eval=True))
+        return encode_texts(tokenizer, texts, max_length=max_length)
+
+    task_kd = KDLoss.for_models(config, base.config, weights=KDWeights.task())
+    if init_embeddings:  # the task KD's fit_dense starts as the same projection
+        init_student_from_teacher(student, base, task_kd.fit_dense)
+    if warmup_epochs > 0:
+        kd = KDLoss.for_models(config, base.config, weights=KDWeights.pretraining())
+        kd.fit_dense.load_state_dict(task_kd.fit_dense.state_dict())
+        clock = time.perf_counter()
         hidden, attention = _layers(kd)
-        outputs = cache_teacher_outputs(base, encode_texts(tokenizer, texts, max_length=max_length),
+        outputs = cache_teacher_outputs(base, unlabeled(),
                                         hidden_layers=hidden, attention_layers=attention,
                                         name="unlabeled", cache_dir=cache_dir, device=device,
                                         progress=progress)
@@ -97,22 +113,18 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
         result["general"] = res.to_dict()
         if res.diverged:
             return {**result, "diverged": True, "seconds": seconds}
-        fit_state = kd.fit_dense.state_dict()
-    else:
-        fit_state = None
-        if init_embeddings:
-            init_student_from_teacher(student, base)
+        task_kd.fit_dense.load_state_dict(kd.fit_dense.state_dict())
     del base
     teacher = load_teacher(tuned)
-    kd = KDLoss.for_models(config, teacher.config, weights=KDWeights.task())
-    if fit_state:
-        kd.fit_dense.load_state_dict(fit_state)
+    kd = task_kd
     ds = load_task(task, cache_dir)
     clock = time.perf_counter()
-    train = encode_split(ds[spec.train_split], tokenizer, spec, max_length)
+    train = (unlabeled() if transfer_set
+             else encode_split(ds[spec.train_split], tokenizer, spec, max_length))
     hidden, attention = _layers(kd)
+    name = f"{spec.name}-{'transfer' if transfer_set else 'train'}"
     outputs = cache_teacher_outputs(teacher, train, hidden_layers=hidden,
-                                    attention_layers=attention, name=f"{spec.name}-train",
+                                    attention_layers=attention, name=name,
                                     cache_dir=cache_dir, device=device, progress=progress)
     seconds["task_cache"] = time.perf_counter() - clock
     clock = time.perf_counter()

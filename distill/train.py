@@ -272,7 +272,7 @@ def train_loop(model: nn.Module, step_loss: StepLoss, lengths: np.ndarray, confi
     terms with ``"total"`` (``rng`` is the run's checkpointed ``random.Random``)."""
     device = resolve_device(config.device)
     total = config.total_steps(len(lengths))
-    modules = [model, *extra_modules]
+    modules = [m.to(device) for m in (model, *extra_modules)]
     optimizer = make_optimizer(modules, config.lr, config.weight_decay)
     scheduler = linear_schedule(optimizer, round(config.warmup_ratio * total), total)
     amp_dtype = None
@@ -286,7 +286,7 @@ def train_loop(model: nn.Module, step_loss: StepLoss, lengths: np.ndarray, confi
     folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     found = _checkpoints(folder) if folder and config.resume and folder.is_dir() else []
     if found:
-        state = torch.load(found[-1], map_location="cpu", weights_only=False)
+        state = torch.load(found[-1], map_location="cpu", weights_only=True)
         if state["identity"] != identity:
             raise TrainingError(f"checkpoint {found[-1]} belongs to a run with settings "
                                 f"{state['identity']}, not {identity}; use another "
@@ -306,7 +306,7 @@ def train_loop(model: nn.Module, step_loss: StepLoss, lengths: np.ndarray, confi
     else:
         torch.manual_seed(config.seed)
     for m in modules:
-        m.to(device).train()
+        m.train()
     bar = tqdm(total=total, initial=result.steps, desc=config.desc, unit="step",
                disable=not config.progress, dynamic_ncols=True)
     start, seen, window = time.perf_counter(), 0, []

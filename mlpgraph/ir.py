@@ -61,7 +61,7 @@ class Op(StrEnum):
 
 _LINEAR_NAME = re.compile(r"^W[A-Za-z0-9_]*$")
 # hash-consing table: key -> weak reference to the live node with that structure
-_CACHE: dict[tuple, weakref.ref] = {}
+_CACHE: dict[tuple, _Ref] = {}
 
 
 @dataclass(frozen=True, eq=False, slots=True, weakref_slot=True)
@@ -101,13 +101,21 @@ def _make(op: Op, width: Width, src: tuple[Node, ...], arg: str | float | None) 
             return hit
     height = 1 + max([s.height for s in src]) if src else 0
     node = Node(op, width, src, arg, height)
-    _CACHE[key] = weakref.ref(node, lambda r, key=key: _forget(key, r))
+    ref = _Ref(node, _forget)
+    ref.key = key
+    _CACHE[key] = ref
     return node
 
 
-def _forget(key: tuple, ref: weakref.ref) -> None:
-    if _CACHE.get(key) is ref:
-        del _CACHE[key]
+class _Ref(weakref.ref):
+    """A weak reference that remembers its hash-consing key."""
+
+    __slots__ = ("key",)
+
+
+def _forget(ref: _Ref) -> None:
+    if _CACHE.get(ref.key) is ref:
+        del _CACHE[ref.key]
 
 
 # ---------------------------------------------------------------- builders

@@ -7,7 +7,9 @@ Pareto front of (score up, latency down, params down).
   each stack's LayerNorm, ``2 * hidden``).
 - :class:`LatencyMeter` times a candidate's MLP stack (every layer, every stack,
   ``h = LayerNorm(h + f(h))``) compiled on this machine, as the median of ``repeats``
-  forward runs on a fixed ``[tokens, hidden]`` input. Layers are cached by canonical key.
+  forward runs on a fixed ``[tokens, hidden]`` input with ``threads`` torch threads (1 by
+  default: CPU threads shared with workers make timings noisy). Layers are cached by
+  canonical key.
   Measured time depends on the machine and its load, so a run with a latency budget is
   reproducible only through its journal (measurements are journaled and reused on resume);
   ``proxy="flops"`` uses a deterministic FLOP count instead.
@@ -81,20 +83,20 @@ class LatencyMeter:
     """Latency of a candidate's MLP stack in milliseconds (or MFLOPs with ``proxy="flops"``)."""
 
     def __init__(self, hidden: int, *, tokens: int = 512, repeats: int = 9, warmup: int = 2,
-                 backend: str = "eager", proxy: str = "measure",
+                 backend: str = "eager", proxy: str = "measure", threads: int = 1,
                  cache: dict[str, float] | None = None,
                  on_measure: Callable[[str, float], None] | None = None) -> None:
         if proxy not in ("measure", "flops"):
             raise SearchConfigError("latency_proxy", f"{proxy!r} is not 'measure' or 'flops'")
         self.hidden, self.tokens, self.repeats, self.warmup = hidden, tokens, repeats, warmup
-        self.backend, self.proxy = backend, proxy
+        self.backend, self.proxy, self.threads = backend, proxy, threads
         self.cache: dict[str, float] = dict(cache or {})
         self.on_measure = on_measure
         self.measured = 0  # cache misses
 
     def key(self, gene: LayerGene) -> str:
         return (f"{self.proxy}|{graph_key(gene.graph)}|s{gene.stacks}|k{gene.d_inner(self.hidden)}"
-                f"|h{self.hidden}|t{self.tokens}|{self.backend}")
+                f"|h{self.hidden}|t{self.tokens}|{self.backend}|j{self.threads}")
 
     def layer(self, gene: LayerGene) -> float:
         key = self.key(gene)
@@ -124,14 +126,19 @@ class LatencyMeter:
         norms = [torch.nn.LayerNorm(h) for _ in range(gene.stacks)]
         x = torch.randn(self.tokens, h, generator=torch.Generator().manual_seed(0))
         times = []
-        with torch.no_grad():
-            for i in range(self.warmup + self.repeats):
-                start = time.perf_counter()
-                y = x
-                for f, ln in zip(fns, norms, strict=True):
-                    y = ln(y + f(y))
-                if i >= self.warmup:
-                    times.append(time.perf_counter() - start)
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad():
+                for i in range(self.warmup + self.repeats):
+                    start = time.perf_counter()
+                    y = x
+                    for f, ln in zip(fns, norms, strict=True):
+                        y = ln(y + f(y))
+                    if i >= self.warmup:
+                        times.append(time.perf_counter() - start)
+        finally:
+            torch.set_num_threads(before)
         return 1000 * statistics.median(times)
 
 

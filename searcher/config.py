@@ -17,8 +17,10 @@ from .mutations import GENES, STAGE_GENES
 from .scoring import budget_to_jsonable
 from .workers import BACKENDS
 
-#: fields that may differ between a run and its resumption (they do not change results)
-RESUMABLE_CHANGES = frozenset({"workers", "backend", "address"})
+#: fields that may differ between a run and its resumption: where candidates run (no effect
+#: on results), and the budget (a larger ``evaluations`` continues a finished run)
+RESUMABLE_CHANGES = frozenset({"workers", "backend", "address", "evaluations", "top_k",
+                               "max_proposal_factor"})
 
 
 @dataclass
@@ -44,6 +46,7 @@ class SearchConfig:
     latency_proxy: str = "measure"  # "measure" (median wall time here) or "flops" (exact)
     latency_tokens: int = 512  # rows of the timed input
     latency_repeats: int = 9  # timed forward runs per layer (median)
+    latency_threads: int = 1  # torch threads while timing (the deployment's thread count)
     # ---- the controller
     controller: str = "evolution"  # "evolution", "paper" or "random"
     evaluations: int = 100  # budget: distinct candidates scored (duplicates are free)
@@ -69,6 +72,8 @@ class SearchConfig:
     #                              () = one scoring call with `score_budget` as given
     hurdle_quantile: float = 0.5  # go on to the next rung when >= this quantile of earlier
     hurdle_min_history: int = 4  # everyone goes on until a rung has this many scores
+    fail_fast: bool = True  # stop (journaling nothing of that step) when every evaluation of
+    #                         the first step fails: the scorer itself is broken
     # ---- bookkeeping
     top_k: int = 10  # best candidates listed in the result
     max_proposal_factor: int = 20  # stop after evaluations * factor proposals (duplicates)
@@ -118,7 +123,7 @@ class SearchConfig:
         need(self.backend in BACKENDS, "backend", f"must be one of {BACKENDS}")
         for name in ("evaluations", "batch_size", "population", "sample_size", "islands",
                      "workers", "max_mutations", "top_k", "max_proposal_factor",
-                     "latency_tokens", "latency_repeats"):
+                     "latency_tokens", "latency_repeats", "latency_threads"):
             v = getattr(self, name)
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, name,
                  "must be a positive integer")

@@ -269,7 +269,7 @@ class RandomSampling(Controller):
             base = rng.choice(self.seeds)
             layers = []
             for g in base.layers:
-                graph = self.ctx.grower.random_graph() if "expr" in self.genes else g.graph
+                graph = self.ctx.grower.random_member() if "expr" in self.genes else g.graph
                 s = rng.choice(sp.stacks) if "stacks" in self.genes else g.stacks
                 r = rng.choice(sp.ratios) if "ratio" in self.genes else g.ratio
                 layers.append(LayerGene(graph, s, r))

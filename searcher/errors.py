@@ -36,5 +36,10 @@ class JournalError(SearchError, RuntimeError):
     inconsistent with what the search proposes on resume."""
 
 
+class ScorerError(SearchError, RuntimeError):
+    """The scorer failed on every candidate of the first step: it is broken, not the
+    candidates (missing checkpoint or data, not importable in workers, ...)."""
+
+
 class WorkerError(SearchError, RuntimeError):
     """A worker backend that cannot start (e.g. Ray not installed or not reachable)."""

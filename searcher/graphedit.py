@@ -16,9 +16,13 @@ Terms used below (``narrow`` nodes are transparent everywhere, as in the space's
 from __future__ import annotations
 
 import random
+import weakref
 from collections.abc import Sequence
+from functools import lru_cache
 
-from mlpgraph import Graph, Node, Op, Space, Width, get_primitive, ir
+from mlpgraph import Graph, GraphTypeError, Node, Op, Space, Width, get_primitive, ir
+
+from .errors import SearchConfigError
 
 Edge = tuple[Node | None, int]  # (parent, child index); (None, -1) is the root
 
@@ -30,12 +34,25 @@ def skip(n: Node) -> Node:
     return n
 
 
-def is_activation(n: Node) -> bool:
-    return n.op is Op.PRIM and get_primitive(str(n.arg)).is_activation
-
-
+@lru_cache(maxsize=1024)
 def op_is_activation(name: str) -> bool:
     return get_primitive(name).is_activation
+
+
+def is_activation(n: Node) -> bool:
+    return n.op is Op.PRIM and op_is_activation(str(n.arg))
+
+
+_TH: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
+
+
+def tree_height(n: Node) -> int:
+    """Tree height of ``n`` with ``narrow`` not counted (memoized per node)."""
+    h = _TH.get(n)
+    if h is None:
+        below = max((tree_height(s) for s in n.src), default=-1)
+        h = _TH[n] = below if n.op is Op.NARROW else below + 1
+    return h
 
 
 def width_class(n: Node) -> str:
@@ -85,6 +102,7 @@ class View:
                     self.parents[skip(s)].append((n, i))
         self.core = [n for n in graph.nodes if n.op is not Op.NARROW]
         self.linear_names = sorted(str(n.arg) for n in graph.nodes if n.op is Op.LINEAR)
+        self._frontier: dict[Node, list[Node]] = {}
 
     def edges(self) -> list[Edge]:
         """Every (parent, index) edge between core nodes, then the root edge."""
@@ -109,6 +127,17 @@ class View:
                 reach.add(n)
                 out.append(n)
         return out
+
+    def frontier(self, n: Node) -> list[Node]:
+        """The topmost linear nodes at or below ``n`` (what regrowing ``n`` must keep)."""
+        memo = self._frontier
+        if not memo:
+            for m in self.graph.nodes:
+                if m.op is Op.LINEAR:
+                    memo[m] = [m]
+                else:
+                    memo[m] = list(dict.fromkeys(x for s in m.src for x in memo[s]))
+        return memo[n]
 
     def sibling_clash(self, n: Node, new: Node) -> bool:
         """Would putting ``new`` where ``n`` is give some binary parent two equal operands?"""
@@ -158,13 +187,7 @@ class Grower:
         self.unary_plain = [u for u in space.unary if not op_is_activation(u)]
         self._memo: dict[tuple, list[tuple[str, float, list[str]]]] = {}
 
-    @staticmethod
-    def th(n: Node) -> int:
-        memo: dict[Node, int] = {}
-        for m in ir.toposort(n):
-            h = max((memo[s] for s in m.src), default=-1)
-            memo[m] = h if m.op is Op.NARROW else h + 1
-        return memo[n]
+    th = staticmethod(tree_height)
 
     def _unary_choices(self, no_act: bool) -> list[str]:
         return self.unary_plain if no_act else self.unary_plain + self.unary_act
@@ -304,3 +327,18 @@ class Grower:
         top = ir.linear(last, mid)
         root = self.grow([top], max(sp.min_height, self.th(top)), cap)
         return Graph(root)
+
+    def random_member(self, attempts: int = 20) -> Graph:
+        """:meth:`random_graph`, checked against every rule of the space (including rules a
+        user added); a few fresh draws if one is refused."""
+        for _ in range(attempts):
+            try:
+                graph = self.random_graph()
+            except (ValueError, GraphTypeError):
+                continue
+            if not self.space.violations(graph):
+                return graph
+        raise SearchConfigError("space", f"could not draw a member of space "
+                                f"{self.space.name!r} in {attempts} attempts; its rules may "
+                                "exclude the shape last(mid(L1(pre(x)), ...)) this generator "
+                                "builds (e.g. a single linear layer ending at width k)")

@@ -184,6 +184,12 @@ class Journal:
                                                               json.dumps(summary)))
             db.execute("INSERT OR REPLACE INTO state VALUES (0, ?, ?)", (step, json.dumps(state)))
 
+    def discard_step(self, step: int) -> None:
+        """Forget an uncommitted step's proposals and evaluations (after a broken scorer)."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM evaluations WHERE step = ?", (step,))
+            db.execute("DELETE FROM proposals WHERE step = ? AND status = 'pending'", (step,))
+
     def put_latency(self, key: str, value: float) -> None:
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO latency VALUES (?, ?)", (key, value))

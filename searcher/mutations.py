@@ -256,19 +256,6 @@ def swap_operands(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dic
     return replace(gene, graph=graph), {"site": _d(n)}
 
 
-def _frontier(c: Node) -> list[Node]:
-    """The topmost linear nodes inside ``c``'s subtree (kept when ``c`` is regrown)."""
-    below: set[Node] = set()
-    out: list[Node] = []
-    for n in reversed(ir.toposort(c)):  # parents first
-        if n in below:
-            continue
-        if n.op is Op.LINEAR:
-            out.append(n)
-            below.update(ir.toposort(n))
-    return out
-
-
 def regrow_subtree(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dict] | None:
     """Replace the subtree on an edge by a random valid one over the same linear layers."""
     g, sp, gr = gene.graph, ctx.space, ctx.grower
@@ -278,18 +265,20 @@ def regrow_subtree(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, di
         c, p = v.child(e), e[0]
         if c.op is Op.LINEAR:
             continue  # regrow its input instead (the edge below it)
-        req = _frontier(c)
+        req = v.frontier(c)
         d = v.depth(e)
         lo, hi = max(0, sp.min_height - d), sp.max_height - d
         no_act = p is not None and is_activation(p)
         no_lin = p is not None and p.op is Op.LINEAR
         if gr.feasible(req, lo, hi, no_act, no_lin):
             options.append((e, req, lo, hi, no_act, no_lin))
+    grown: dict[Edge, Node] = {}
+
     def build(opt: tuple) -> Node | None:
         (p, i), c = opt[0], v.child(opt[0])
         sibling = skip(p.src[1 - i]) if p is not None and len(p.src) == 2 else None
         for _ in range(3):  # a fresh draw when it equals the old subtree or its sibling
-            q = gr.grow(*opt[1:])
+            q = grown[opt[0]] = gr.grow(*opt[1:])
             if q is not c and skip(q) is not sibling:
                 return v.replace_at(opt[0], q)
         return None
@@ -298,7 +287,7 @@ def regrow_subtree(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, di
     if won is None:
         return None
     graph, opt = won
-    return replace(gene, graph=graph), {"site": _d(v.child(opt[0]))}
+    return replace(gene, graph=graph), {"site": _d(v.child(opt[0])), "new": _d(grown[opt[0]])}
 
 
 # ------------------------------------------------------------ width mutations

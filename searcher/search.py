@@ -21,7 +21,7 @@ from .candidate import Candidate, seed_candidates
 from .config import SearchConfig
 from .controller import Fitness, Observation, make_controller
 from .dedupe import Deduper, DedupeStats
-from .errors import JournalError
+from .errors import JournalError, ScorerError, SearchConfigError
 from .journal import FILENAME, EvalRecord, Journal, JournalRow
 from .mutations import DEFAULT_TABLE, MutationTable
 from .scoring import Scorer, normalize, rung_budget
@@ -120,11 +120,22 @@ class _Run:
         if cfg.latency_budget is not None:
             meter = LatencyMeter(self.hidden, tokens=cfg.latency_tokens,
                                  repeats=cfg.latency_repeats, proxy=cfg.latency_proxy,
+                                 threads=cfg.latency_threads,
                                  cache=journal.latencies(), on_measure=journal.put_latency)
         window = None if cfg.param_window is None else ParamWindow(*cfg.param_window)
         self.constraints = Constraints(counter, window, meter, cfg.latency_budget)
         base = cfg.base_candidate()
         seeds = [base] if base is not None else seed_candidates(self.space, cfg.num_layers)
+        if not any(self.constraints(c) for c in seeds):
+            sizes = [self.constraints.measure(c) for c in seeds]
+            params = sorted(m["params"] for m in sizes)
+            lat = sorted(m["latency"] for m in sizes if m["latency"] is not None)
+            raise SearchConfigError(
+                "param_window", f"none of the {len(seeds)} seed candidates fits: they have "
+                f"{params[0]}..{params[-1]} parameters (window {cfg.param_window})"
+                + (f" and latency {lat[0]:.3g}..{lat[-1]:.3g} (budget {cfg.latency_budget})"
+                   if lat else "") + "; widen the window or the latency budget, or give a "
+                "base candidate inside them")
         options: dict[str, Any] = {}
         if cfg.controller == "evolution":
             options = {k: getattr(cfg, k) for k in ("population", "sample_size", "islands",
@@ -213,7 +224,8 @@ class _Run:
                 self.journal.record_evaluation(step, i, batch[i].id, rec)
                 records[i].append(rec)
 
-            backend.run(tasks, on_done) if tasks else None
+            if tasks:
+                backend.run(tasks, on_done)
             nxt = []
             for i in active:
                 rec = next(r for r in records[i] if r.rung == rung)
@@ -222,6 +234,13 @@ class _Run:
                         nxt.append(i)
                     self.hurdles.record(rung, rec.score)
             active = nxt
+        if cfg.fail_fast and self.evaluations == 0 and records and all(
+                r.status in ("failed", "timeout") for recs in records.values() for r in recs):
+            first = next(r for recs in records.values() for r in recs)
+            self.journal.discard_step(step)
+            raise ScorerError(f"the scorer failed on all {len(records)} candidates of the first "
+                              f"step; the first error was: {first.error}\nFix the scorer (or "
+                              "set fail_fast=False) and run again; nothing of this step was kept")
         observations, finals = [], []
         for i, cand in enumerate(batch):
             if dups[i] is None:

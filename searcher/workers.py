@@ -13,9 +13,12 @@ runs past ``timeout`` seconds is killed and gives ``"timeout"``. The search goes
   one-process ``concurrent.futures.ProcessPoolExecutor``, so a crash breaks (and is
   charged to) that one slot only, and a hung one can be killed by its pid; the slot is
   then replaced. Processes live across steps, so the scorer's per-process caches do.
-- ``"ray"``: ``ray.init(address=...)`` (``None`` starts a local Ray), one remote task per
-  scorer call with ``max_retries=0``, at most ``workers`` in flight; a timeout cancels the
-  task with ``force=True`` (which kills its worker).
+- ``"ray"``: ``ray.init(address=...)`` (``None`` starts a local Ray whose workers get this
+  process's ``sys.path`` as ``PYTHONPATH``; a remote cluster must be able to import the
+  scorer itself), one remote task per scorer call with ``max_retries=0``, at most
+  ``workers`` in flight; a timeout cancels the task with ``force=True`` (killing its worker).
+  Workers are warmed up (started, scorer loaded) first; a timeout still counts from
+  submission, so it includes restarting a worker after a crash.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 import traceback
 from abc import ABC, abstractmethod
@@ -74,6 +79,19 @@ def call_scorer(scorer: Any, spec: Any, budget: Any) -> tuple[str, Any, str | No
 def _init_worker(scorer: Any) -> None:
     global _SCORER
     _SCORER = scorer
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose search process died (even by SIGKILL) must not linger."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _warm_up(scorer: Any) -> int:
+    return os.getpid()
 
 
 def _run_in_worker(spec: Any, budget: Any) -> tuple[str, Any, str | None]:
@@ -135,6 +153,14 @@ class _Slot:
                                       initargs=(scorer,))
         self._pid_future = self.ex.submit(os.getpid)  # starts the process now
         self.pid = 0
+        self.created = time.time()
+
+    def poll(self, startup_timeout: float) -> bool:
+        """Started yet? (Never blocks; raises if it failed or took too long.)"""
+        if not self.pid and (self._pid_future.done() or
+                             time.time() - self.created > startup_timeout):
+            self.ready(0.0)
+        return bool(self.pid)
 
     def ready(self, startup_timeout: float) -> _Slot:
         if not self.pid:
@@ -142,10 +168,12 @@ class _Slot:
                 self.pid = self._pid_future.result(timeout=startup_timeout)
             except Exception as e:
                 self.ex.shutdown(wait=False, cancel_futures=True)
-                raise WorkerError(f"worker process {self.index} did not start within "
-                                  f"{startup_timeout:.0f} s ({type(e).__name__}: {e}); is the "
-                                  "scorer picklable and importable from a fresh process?"
-                                  ) from None
+                what = f"did not start within {startup_timeout:.0f} s" if \
+                    isinstance(e, TimeoutError) else f"failed to start ({type(e).__name__}: {e})"
+                raise WorkerError(f"worker process {self.index} {what}; the scorer must be "
+                                  "picklable and importable in a fresh spawned process (and "
+                                  "the main script importable: guard it with "
+                                  "`if __name__ == '__main__':`)") from None
         return self
 
     @property
@@ -200,17 +228,32 @@ class LocalPoolBackend(Backend):
         self.start(len(tasks))
         while queue or running:
             busy = {s for _, s, _ in running.values()}
+            starting = False
             for si in range(self.workers):
                 if queue and si not in busy:
+                    slot = self.slots[si]
+                    if slot is None:
+                        slot = self.slots[si] = _Slot(si, self.scorer)
+                    if not slot.poll(self.startup_timeout):  # a replacement still starting
+                        starting = True
+                        continue
                     ti = queue.popleft()
-                    slot = self._slot(si)
-                    fut = slot.ex.submit(_run_in_worker, tasks[ti].spec, tasks[ti].budget)
+                    try:
+                        fut = slot.ex.submit(_run_in_worker, tasks[ti].spec, tasks[ti].budget)
+                    except (BrokenProcessPool, RuntimeError):  # it died while idle: replace it
+                        queue.appendleft(ti)
+                        self._drop(si)
+                        starting = True
+                        continue
                     running[fut] = (ti, si, time.time())
-            wait_for = 1.0
+            if not running:
+                time.sleep(0.02)
+                continue
+            wait_for = 0.05 if starting else 1.0
             if self.timeout is not None:
                 now = time.time()
-                wait_for = max(0.01, min(self.timeout - (now - st) for _, _, st in
-                                         running.values()))
+                wait_for = max(0.01, min([wait_for] + [self.timeout - (now - st) for _, _, st
+                                                       in running.values()]))
             done, _ = wait(list(running), timeout=wait_for, return_when=FIRST_COMPLETED)
             for fut in done:
                 ti, si, start = running.pop(fut)
@@ -270,8 +313,10 @@ class RayBackend(Backend):
         self.owns = not ray.is_initialized()
         if self.owns:
             kw = {"include_dashboard": False, "log_to_driver": False, **(init_kwargs or {})}
-            if address is None:
+            if address is None:  # a local Ray: its workers import what this process can
                 kw.setdefault("num_cpus", workers)
+                path = [p for p in sys.path if p and os.path.isdir(p)]
+                kw.setdefault("runtime_env", {"env_vars": {"PYTHONPATH": os.pathsep.join(path)}})
             try:
                 ray.init(address=address, **kw)
             except Exception as e:  # noqa: BLE001 - connection errors come in many types
@@ -279,6 +324,9 @@ class RayBackend(Backend):
                                   f"{type(e).__name__}: {e}") from None
         self.remote = ray.remote(max_retries=0, num_cpus=num_cpus_per_task)(call_scorer)
         self.scorer_ref = ray.put(scorer)
+        # warm up: start the workers and load the scorer there before any timeout runs
+        warm = ray.remote(max_retries=0, num_cpus=num_cpus_per_task)(_warm_up)
+        ray.get([warm.remote(self.scorer_ref) for _ in range(workers)])
 
     def run(self, tasks: list[Task], on_done: Callable[[Outcome], None] | None = None
             ) -> list[Outcome]:

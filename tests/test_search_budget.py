@@ -88,7 +88,7 @@ def test_latency_budget_and_cache():
     assert ms > 0 and timed.measured == 2 and len(seen) == 2
     timed(_cand("W2(gelu(W1(x)))", "W2(gelu(W1(x)))"))  # both layers cached by key
     assert timed.measured == 2
-    assert LatencyMeter(32, cache=timed.cache)(_cand("W2(gelu(W1(x)))")) == seen[0]
+    assert LatencyMeter(32, tokens=16, cache=timed.cache)(_cand("W2(gelu(W1(x)))")) == seen[0]
 
 
 def test_hurdles():
@@ -101,7 +101,7 @@ def test_hurdles():
     assert h.hurdle(0) == pytest.approx(0.2)
     assert h.passes(0, 0.25) and not h.passes(0, 0.15)
     assert not h.passes(1, 1.0)  # no rung after the last
-    h2 = Hurdles((10, 40))
+    h2 = Hurdles((10, 40), min_history=3)
     h2.load_state_dict(h.state_dict())
     assert h2.hurdle(0) == h.hurdle(0)
     assert Hurdles().num_rungs == 1 and Hurdles().steps_for(0) is None

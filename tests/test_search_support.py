@@ -38,6 +38,11 @@ def slow_logged_score(spec, budget) -> dict:
     return out
 
 
+def broken_score(spec, budget) -> dict:
+    """A scorer whose set-up is broken: it fails on every candidate."""
+    raise FileNotFoundError("no warmed-up supernet checkpoint at /nowhere")
+
+
 @dataclass(frozen=True)
 class FaultyScorer:
     """:func:`toy_score`, except: raises for ``raise_ids``, kills its process for

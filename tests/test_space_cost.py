@@ -88,3 +88,17 @@ def test_paper_model_mlp_params():
     per = {270: 292_410, 540: 584_280, 180: 195_120}
     assert total == 4 * per[270] + 2 * per[540] + per[270] + 2 * per[270] + per[270] + \
         2 * per[180]
+
+
+@pytest.mark.parametrize("text, k", [*zip(PAPER_EXPRESSIONS, PAPER_K, strict=True),
+                                     (STANDARD_FFN, 2160)])
+def test_paper_expressions_type_check_at_paper_widths(text, k):
+    import torch
+
+    g = mg.parse(text)
+    shapes = mg.linear_shapes(g, 540, k)
+    assert shapes["W1"] == (k, 540) and shapes["W2"] == (540, k)  # L5: min(540, 270) = k
+    y = mg.evaluate(g, torch.randn(3, 540), mg.random_weights(g, 540, k))
+    assert y.shape == (3, 540)
+    with pytest.raises(mg.WidthError, match="expected"):
+        mg.evaluate(g, torch.randn(3, 540), mg.random_weights(g, 540, k), d_inner=k + 1)

@@ -31,10 +31,13 @@ from distill.teacher import (
     LiveTeacher,
     ScoreRecorder,
     cache_teacher_outputs,
+    finetune_teacher,
+    finetuned_teacher_dir,
     init_student_from_teacher,
     load_teacher,
     load_tokenizer,
     teacher_forward,
+    teacher_info,
 )
 from distill.train import (
     EncodedTexts,
@@ -163,6 +166,26 @@ def test_teacher_outputs_cache_round_trip(teacher_dir, encoded, tmp_path, monkey
     again = cache_teacher_outputs(teacher_dir, encoded, hidden_layers=[0, 2],
                                   attention_layers=[2], cache_dir=tmp_path, progress=False)
     assert again.folder == cached.folder
+
+
+def test_finetune_teacher_once_then_reuse(teacher_dir, tmp_path, monkeypatch):
+    texts, labels = sentences(32, seed=7)
+    data = {"train": datasets.Dataset.from_dict({"sentence": texts, "label": labels}),
+            "heldout": datasets.Dataset.from_dict({"sentence": texts[:8], "label": labels[:8]})}
+    kw = {"teacher_dir": teacher_dir, "batch_size": 8, "cache_dir": tmp_path, "data": data,
+          "progress": False}
+    folder = finetune_teacher("movie_binary", **kw)
+    info = teacher_info(folder)
+    assert info["steps"] == 4 and 0 <= info["metrics"]["heldout"]["accuracy"] <= 1
+    assert type(load_teacher(folder)).__name__ == "BertForSequenceClassification"
+
+    def boom(*a, **k):
+        raise AssertionError("fine-tuned twice")
+    monkeypatch.setattr("distill.teacher.finetune", boom)
+    assert finetune_teacher("movie_binary", **kw) == folder
+    other, _ = finetuned_teacher_dir("movie_binary", teacher_dir, lr=1e-4, cache_dir=tmp_path,
+                                     data=data)
+    assert other != folder
 
 
 def test_student_init_from_teacher(teacher_dir):
