@@ -98,7 +98,8 @@ def student_nokd(seed: int, train: Any, splits: dict[str, Any], args: argparse.N
         epochs=args.nokd_epochs, lr=args.nokd_lr, batch_size=32, seed=seed,
         desc=f"no-KD seed {seed}", progress=args.progress))
     metrics = {s: evaluate(student, d, ("accuracy",))["accuracy"] for s, d in splits.items()}
-    return {**metrics, "minutes": (time.perf_counter() - start) / 60, "diverged": res.diverged}
+    return {**metrics, "minutes": (time.perf_counter() - start) / 60, "diverged": res.diverged,
+            "final_loss": res.final_loss}
 
 
 def student_kd(seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -108,6 +109,7 @@ def student_kd(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     out = distill_student(STUDENT, TASK, seed=seed, warmup_epochs=args.warmup_epochs,
                           warmup_lr=args.warmup_lr, task_epochs=args.kd_epochs,
                           task_lr=args.kd_lr, include_austen=args.austen,
+                          label_weight=args.kd_label_weight,
                           eval_splits=("heldout", "test"), progress=args.progress)
     total = (time.perf_counter() - start) / 60
     sec = out["seconds"]
@@ -118,7 +120,9 @@ def student_kd(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "minutes": total - one_time / 60, "one_time_minutes": one_time / 60,
             "seconds": sec, "diverged": out["diverged"],
             "general_steps": out.get("general", {}).get("steps", 0),
-            "task_steps": out["task"]["steps"]}
+            "task_steps": out["task"]["steps"],
+            "general_final_terms": (out.get("general", {}).get("history") or [None])[-1],
+            "task_final_terms": out["task"]["history"][-1]}
 
 
 def student_row(name: str, runs: list[dict[str, Any]], params: int) -> dict[str, Any]:
@@ -157,13 +161,15 @@ def write(report: dict[str, Any], out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--ablation-seeds", type=int, nargs="*", default=[0])
+    ap.add_argument("--ablation-seeds", type=int, nargs="*", default=[0, 1, 2])
     ap.add_argument("--warmup-epochs", type=float, default=1.0)
     ap.add_argument("--warmup-lr", type=float, default=5e-4)
     ap.add_argument("--kd-epochs", type=float, default=3.0)
-    ap.add_argument("--kd-lr", type=float, default=2e-4)
+    ap.add_argument("--kd-lr", type=float, default=1e-3)
+    ap.add_argument("--kd-label-weight", type=float, default=1.0,
+                    help="hard-label CE added to task KD (0 = the paper's pure KD)")
     ap.add_argument("--nokd-epochs", type=float, default=3.0)
-    ap.add_argument("--nokd-lr", type=float, default=2e-4)
+    ap.add_argument("--nokd-lr", type=float, default=5e-4)
     ap.add_argument("--austen", action="store_true", help="add Austen text to general KD")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is faster than 2 when other jobs share the cores)")
@@ -201,6 +207,11 @@ def main() -> None:
             "teacher-output caching (listed as one_time_minutes in distill.json)",
             "general KD text: the four sentiment ground-truth files without the movie heldout/"
             "test sentences" + (" plus the Austen novels" if args.austen else ""),
+            "learning rates were picked on the heldout split (seed 0, never the test split): "
+            "no-KD lr 2e-4 / 5e-4 / 1e-3 -> 77.1 / 77.8 / 76.7; task-KD (all terms) lr "
+            "2e-4 / 5e-4 / 1e-3 -> 82.5 / 83.8 / 84.3, with hard-label CE (weight 1) "
+            "5e-4 / 1e-3 -> 84.7 / 85.1; task KD on the teacher-labelled unlabeled text "
+            "(transfer set, lr 2e-4) 82.3; a prediction-only second stage did not help",
         ]}
     metrics = {s: evaluate(teacher, d, ("accuracy",))["accuracy"] for s, d in splits.items()}
     report["rows"].append({"name": "teacher all-MiniLM-L6-v2, fine-tuned 1 epoch",

@@ -12,9 +12,11 @@ Protocol (small but real; every number comes from actual KD runs):
    scored by ``--kd-steps`` of task KD on a training slice and accuracy on the ``heldout``
    split (``distill.score.score``).
 3. The run's winner and the standard FFN of the same shape (same per-layer s and ratio,
-   hence the same parameter count; its MLP FLOPs are never lower than the winner's minus
-   the activations) both inherit the supernet and get ``--final-steps`` of task KD with
-   the same seed; both are scored on the TEST split (the only time it is read).
+   hence the same parameter count; the same linear layers, so MLP FLOPs differ only by
+   the winner's extra element-wise ops; both inside the run's FLOP budget) inherit the
+   supernet and get ``--final-steps`` of task KD with the same seed; both are scored on
+   the TEST split (the only time it is read). MLP MFLOPs and measured latency of both
+   are reported.
 
 Writes ``benchmarks/results/search.json`` and ``search.md`` after every run (``--resume``
 skips finished runs). Full protocol: ``python benchmarks/bench_search.py`` (3 controllers

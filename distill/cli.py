@@ -54,6 +54,7 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
                     task_epochs: float = 3.0, task_lr: float = 2e-4, batch_size: int = 32,
                     max_length: int | None = None, init_embeddings: bool = True,
                     include_austen: bool = False, transfer_set: bool = False,
+                    label_weight: float = 0.0,
                     eval_splits: tuple[str, ...] = ("heldout",),
                     out_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                     device: str | None = None, progress: bool = True,
@@ -65,6 +66,8 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
     :func:`distill.data.iter_unlabeled_text` without the movie heldout / test sentences.
     ``transfer_set``: task KD on those sentences too (they include the training split),
     labelled by the fine-tuned teacher, instead of the training split alone.
+    ``label_weight``: add that times the hard-label loss to task KD (0: pure KD, the paper).
+    The result's ``"model"`` is the trained student.
     """
     from .data import get_task_spec, iter_unlabeled_text
 
@@ -131,7 +134,7 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
     res = distill(student, outputs, kd, TrainConfig(
         epochs=task_epochs, lr=task_lr, batch_size=batch_size, seed=seed, device=device,
         progress=progress, desc="task KD", checkpoint_dir=ckpt("task"),
-        checkpoint_every=checkpoint_every))
+        checkpoint_every=checkpoint_every), label_weight=label_weight)
     seconds["task_kd"] = time.perf_counter() - clock
     result.update(task=res.to_dict(), diverged=res.diverged, seconds=seconds)
     if res.diverged:
@@ -200,7 +203,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
                           warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
                           task_epochs=args.epochs, task_lr=args.lr, batch_size=args.batch_size,
                           max_length=args.max_length, init_embeddings=not args.random_embeddings,
-                          include_austen=args.austen, eval_splits=("heldout", "test"),
+                          include_austen=args.austen, transfer_set=args.transfer_set,
+                          label_weight=args.label_weight, eval_splits=("heldout", "test"),
                           out_dir=args.out, cache_dir=args.cache_dir, device=args.device,
                           checkpoint_dir=args.checkpoint_dir,
                           checkpoint_every=args.checkpoint_every)
@@ -277,6 +281,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--random-embeddings", action="store_true",
                    help="do not initialize the student's embeddings from the teacher")
     p.add_argument("--austen", action="store_true", help="add Austen text to general KD")
+    p.add_argument("--transfer-set", action="store_true",
+                   help="task KD on all unlabeled sentences (teacher-labelled), not only train")
+    p.add_argument("--label-weight", type=float, default=0.0,
+                   help="weight of the hard-label loss added to task KD (0: pure KD)")
     p.add_argument("--out", default=None, help="save the student here")
     p.add_argument("--device", default=None)
     p.add_argument("--checkpoint-dir", default=None)

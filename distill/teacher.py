@@ -409,8 +409,7 @@ def cache_teacher_outputs(teacher: nn.Module | str | Path, inputs: EncodedTexts,
     if not all(0 <= h <= n_layers for h in hl) or not all(1 <= a <= n_layers for a in al):
         raise TeacherCacheError(f"layers out of range for a {n_layers}-layer teacher: hidden "
                                 f"{hl} (0..{n_layers}), attention {al} (1..{n_layers})")
-    who = (folder_fingerprint(teacher) if not isinstance(teacher, nn.Module)
-           else model_fingerprint(model))
+    who = model_fingerprint(model)  # the same key for a folder and the model loaded from it
     key = hashlib.sha256(json.dumps([_CACHE_VERSION, who, inputs.fingerprint(), hl, al]
                                     ).encode()).hexdigest()[:16]
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()

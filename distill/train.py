@@ -407,10 +407,12 @@ def _subnet(model: nn.Module, sampler: Sampler, rng: random.Random) -> nn.Module
 
 
 def distill(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, config: TrainConfig, *,
-            sampler: Sampler | None = None,
+            sampler: Sampler | None = None, label_weight: float = 0.0,
             on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """KD of ``model`` (a Student, or a Supernet with ``sampler``: one random sub-network,
-    ``sampler(rng) -> layer specs``, per step) on ``teacher.inputs`` with ``kd_loss``'s terms."""
+    ``sampler(rng) -> layer specs``, per step) on ``teacher.inputs`` with ``kd_loss``'s terms.
+    ``label_weight > 0`` adds that times the hard-label loss (CE, or MSE for regression)
+    on examples that carry labels (``teacher.inputs.labels``)."""
     if sampler is not None and not hasattr(model, "extract"):
         raise TrainingError("a sampler needs a supernet (a model with .extract)")
     device = resolve_device(config.device)
@@ -422,10 +424,20 @@ def distill(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, config: TrainCo
         out = net(**model_inputs(net, batch))
         targets = teacher.targets(indices, batch)
         targets = _fill_padding(kd_loss, out, targets, batch["attention_mask"])
-        return kd_loss(out, targets, batch["attention_mask"])
+        terms = kd_loss(out, targets, batch["attention_mask"])
+        if label_weight and "labels" in batch:
+            terms["label"] = _label_loss(out.logits, batch["labels"], kd_loss.is_regression)
+            terms["total"] = terms["total"] + label_weight * terms["label"]
+        return terms
 
     return train_loop(model, step_loss, data.lengths, config, extra_modules=[kd_loss],
                       on_step=on_step)
+
+
+def _label_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool) -> torch.Tensor:
+    if is_regression:
+        return F.mse_loss(logits.reshape(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels)
 
 
 def finetune(model: nn.Module, data: EncodedTexts, config: TrainConfig, *,
@@ -439,10 +451,7 @@ def finetune(model: nn.Module, data: EncodedTexts, config: TrainConfig, *,
     def step_loss(indices: np.ndarray, rng: random.Random) -> Mapping[str, torch.Tensor]:
         batch = data.batch(indices, device)
         logits = model(**model_inputs(model, batch)).logits
-        labels = batch["labels"]
-        loss = (F.mse_loss(logits.reshape(-1).float(), labels.float()) if is_regression
-                else F.cross_entropy(logits.float(), labels))
-        return {"total": loss}
+        return {"total": _label_loss(logits, batch["labels"], is_regression)}
 
     return train_loop(model, step_loss, data.lengths, config, on_step=on_step)
 

@@ -12,13 +12,14 @@ from mlpgraph import MLPGraphError
 def build_parser() -> argparse.ArgumentParser:
     from distill import cli as distill_cli
     from mlpgraph import cli_compile, cli_paper, cli_view
+    from searcher import cli_run
 
     parser = argparse.ArgumentParser(
         prog="efficientbert",
         description="Symbolic MLP expression compiler and EfficientBERT-style MLP search.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (cli_paper, cli_compile, cli_view, distill_cli):
+    for module in (cli_run, cli_paper, cli_compile, cli_view, distill_cli):
         module.register(sub)
     return parser
 

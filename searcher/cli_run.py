@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,11 +76,11 @@ def summary(results: dict[str, Any]) -> str:
     for key in ("teacher", "winner", "baseline"):
         if key in final:
             r = final[key]
-            rows.append((names[key], r["params"], r["latency_ms"],
+            rows.append((names[key], r["params"], r.get("mlp_mflops"), r["latency_ms"],
                          r["heldout"].get("accuracy"), r["test"].get("accuracy"),
                          r["test"].get("f1")))
-    out.append(table(("model", "params", "latency ms", "heldout acc", "TEST acc", "TEST f1"),
-                     rows))
+    out.append(table(("model", "params", "MLP MFLOPs", "latency ms", "heldout acc", "TEST acc",
+                      "TEST f1"), rows))
     if "winner" in final and "baseline" in final:
         d = final["winner"]["test"]["accuracy"] - final["baseline"]["test"]["accuracy"]
         out.append(f"\nwinner - baseline on TEST: {d:+.4f} accuracy (one seed; see "
@@ -87,6 +88,49 @@ def summary(results: dict[str, Any]) -> str:
     if results.get("report"):
         out.append(f"report: {results['report']}")
     return "\n".join(out)
+
+
+class SearchProgress:
+    """A progress bar fed by polling the stage's journal (steps commit as they finish)."""
+
+    def __init__(self, run_dir: Path, total: int, desc: str, enabled: bool = True) -> None:
+        from tqdm.auto import tqdm
+
+        self.run_dir, self.stop = run_dir, threading.Event()
+        self.bar = tqdm(total=total, desc=desc, unit="cand", disable=not enabled,
+                        dynamic_ncols=True)
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _poll(self) -> None:
+        from .journal import FILENAME, Journal
+
+        if not (self.run_dir / FILENAME).is_file():
+            return
+        try:
+            with Journal.in_folder(self.run_dir) as j:
+                rows = j.summaries()
+        except Exception:  # noqa: BLE001 - a busy journal: try again next poll
+            return
+        if rows:
+            self.bar.n = rows[-1]["evaluations"]
+            best = rows[-1].get("best")
+            if best:
+                self.bar.set_postfix(best=f"{best[1]:.4f}")
+            self.bar.refresh()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(2.0):
+            self._poll()
+
+    def __enter__(self) -> SearchProgress:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        self._poll()
+        self.bar.close()
 
 
 # ----------------------------------------------------------------------- handlers
@@ -120,7 +164,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         results = run_pipeline(pipeline, run_dir, stages=args.stages, resume=args.resume,
                                backend=args.backend, address=args.address,
                                cache_dir=args.cache_dir, base=base,
-                               progress=not args.quiet)
+                               progress=not args.quiet,
+                               search_bar=lambda folder, total, desc: SearchProgress(
+                                   folder, total, desc, not args.quiet))
     except _errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -42,7 +42,7 @@ document.querySelectorAll('table.sortable th').forEach((th, col) => {
 CSS = """body{font-family:sans-serif;margin:24px;max-width:1500px;color:#222}
 h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 6px}
-th{background:#f1f3f5;cursor:pointer}td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#f1f3f5;cursor:pointer}td:first-child{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;border:1px solid #eee;margin:6px 0}.note{color:#555;font-size:13px}
 code{background:#f6f6f6;padding:1px 3px}"""
 
@@ -192,9 +192,10 @@ def draw_dedupe(sections: list[Section], path: Path) -> Path:
 
 def lineage_dot(sections: list[Section], limit: int = 40) -> str:
     """DOT text: every section's winner and its ancestors; edges carry the mutations."""
-    lines = ['digraph lineage {', 'rankdir=LR; node [shape=box, style="rounded,filled", '
+    lines = ['digraph lineage {', 'rankdir=TB; node [shape=box, style="rounded,filled", '
              'fillcolor="#f1f3f5", fontname="Helvetica", fontsize=10]; '
              'edge [fontname="Helvetica", fontsize=9, color="#555555"];']
+    cross: list[str] = []
     prev_winner: str | None = None
     for si, sec in enumerate(sections):
         by_id: dict[str, JournalRow] = {}
@@ -204,6 +205,7 @@ def lineage_dot(sections: list[Section], limit: int = 40) -> str:
         w = sec.winner
         if w is None:
             continue
+        body = [f'subgraph cluster_{si} {{ label="{sec.name}"; color="#adb5bd";']
         todo, seen = [w.candidate_id], set()
         while todo and len(seen) < limit:
             cid = todo.pop()
@@ -214,20 +216,21 @@ def lineage_dot(sections: list[Section], limit: int = 40) -> str:
             score = f"dup of {r.dup_of[:8]}" if r.dup_of else \
                 "-" if r.score is None else f"{r.score:.4f}"
             fill = "#ffd8a8" if cid == w.candidate_id else "#f1f3f5"
-            lines.append(f'"{si}:{cid}" [label="{sec.name}\\n{cid[:8]}\\n{r.lineage.get("origin")}'
-                         f' {score}", fillcolor="{fill}"];')
+            body.append(f'"{si}:{cid}" [label="{cid[:8]}\\n{r.lineage.get("origin")} {score}", '
+                        f'fillcolor="{fill}"];')
             muts = r.lineage.get("mutations", [])
             label = "\\n".join(f"{m['name']}@L{m['layer'] + 1}" for m in muts) or \
                 r.lineage.get("origin", "")
             for parent in r.lineage.get("parents", []):
                 if parent in by_id:
-                    lines.append(f'"{si}:{parent}" -> "{si}:{cid}" [label="{label}"];')
+                    body.append(f'"{si}:{parent}" -> "{si}:{cid}" [label="{label}"];')
                     todo.append(parent)
+        lines += body + ["}"]
         if prev_winner is not None and prev_winner.split(":", 1)[1] in seen:
-            lines.append(f'"{prev_winner}" -> "{si}:{prev_winner.split(":", 1)[1]}" '
+            cross.append(f'"{prev_winner}" -> "{si}:{prev_winner.split(":", 1)[1]}" '
                          f'[label="base of {sec.name}", style=dashed, constraint=false];')
         prev_winner = f"{si}:{w.candidate_id}"
-    return "\n".join(lines + ["}"])
+    return "\n".join(lines + cross + ["}"])
 
 
 def draw_lineage(sections: list[Section], path: Path) -> Path | None:
@@ -259,18 +262,34 @@ def _final_table(results: dict[str, Any]) -> str:
     names = {"teacher": "teacher (fine-tuned)", "winner": "searched winner",
              "baseline": "standard FFN, same shape"}
     body = "".join(
-        f"<tr><td>{names[k]}</td>{_num(final[k]['params'])}{_num(final[k]['latency_ms'], 2)}"
-        f"{_num(final[k]['heldout'].get('accuracy'))}{_num(final[k]['test'].get('accuracy'))}"
-        f"{_num(final[k]['test'].get('f1'))}</tr>" for k in names if k in final)
-    t = results.get("timings", {})
-    timing = ", ".join(f"{_e(k)} {v:.0f} s" for k, v in t.items())
+        f"<tr><td>{names[k]}</td>{_num(final[k]['params'])}{_num(final[k].get('mlp_mflops'), 1)}"
+        f"{_num(final[k]['latency_ms'], 2)}{_num(final[k]['heldout'].get('accuracy'))}"
+        f"{_num(final[k]['test'].get('accuracy'))}{_num(final[k]['test'].get('f1'))}</tr>"
+        for k in names if k in final)
     teacher = results.get("teacher", {})
-    return (f"<table><tr><th>model</th><th>params</th><th>latency ms</th><th>heldout acc"
-            f"</th><th>TEST acc</th><th>TEST f1</th></tr>{body}</table>"
-            f"<p class='note'>Search scores are held-out accuracies (the <code>heldout</code> "
-            "split, never trained on); the test split is read only for this table. Teacher "
+    return ("<table><tr><th>model</th><th>params</th><th>MLP MFLOPs</th><th>latency ms</th>"
+            f"<th>heldout acc</th><th>TEST acc</th><th>TEST f1</th></tr>{body}</table>"
+            "<p class='note'>Search scores are held-out accuracies (the <code>heldout</code> "
+            "split, never trained on); the test split is read only for this table. Both "
+            "students get the same task KD from the same supernet; latency is the median of "
+            "interleaved measurements (batch 8 x 64). Teacher "
             f"{'reused from the cache' if teacher.get('reused') else 'fine-tuned in this run'}"
-            f". Timings: {timing}.</p>")
+            ".</p>")
+
+
+def _run_tables(results: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td>stage {s['stage']}</td>{_num(s['evaluations'])}{_num(s['best_score'])}"
+        f"{_num(s.get('base_score'))}<td class='num'>{s['dedupe']['hit_rate']:.0%}</td>"
+        f"{_num(s['seconds'], 0)}<td><code>{_e(s['describe'])}</code></td></tr>"
+        for s in results.get("stages", []))
+    t = results.get("timings", {})
+    timing = "".join(f"<tr><td>{_e(k)}</td>{_num(v, 0)}</tr>" for k, v in t.items())
+    return ("<table><tr><th>stage</th><th>evaluations</th><th>best held-out</th><th>start "
+            "score</th><th>dedupe</th><th>seconds</th><th>winner</th></tr>" + rows
+            + "</table><h3>Wall time (seconds)</h3><table>" + timing + "</table>"
+            "<p class='note'>job_excluding_one_time leaves out assets, the teacher fine-tune "
+            "and the teacher-output caches (cached across runs).</p>")
 
 
 def _candidate_table(sections: list[Section]) -> str:
@@ -319,6 +338,8 @@ def write_report(run_dir: str | Path) -> Path:
     parts = [f"<h1>efficientbert search report</h1><p class='note'>{_e(run_dir.resolve())}</p>"]
     if results.get("final"):
         parts.append("<h2>Winner vs standard FFN (test split)</h2>" + _final_table(results))
+    if results.get("stages"):
+        parts.append("<h2>Stages</h2>" + _run_tables(results))
     parts.append("<h2>Winners: graphs per layer</h2>")
     for sec in sections:
         w = sec.winner

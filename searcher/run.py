@@ -13,38 +13,39 @@ derives from ``Pipeline.seed``. Run folder layout::
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
-import threading
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no cross-process lock
+    fcntl = None  # type: ignore[assignment]
+
 import mlpgraph
+from distill import assets as da
 from distill import teacher as dt
 from distill import train as dtrain
-from distill.assets import (
-    DEFAULT_ASSETS,
-    default_cache_dir,
-    ensure_asset,
-    fetch_assets,
-    offline_env,
-)
 from distill.data import get_task_spec, iter_unlabeled_text
 from distill.losses import KDLoss, KDWeights
 from distill.score import ScoreBudget, measure_latency, score
 from distill.student import count_parameters
 from distill.supernet import Supernet
 
-from .budget import ParamCounter
+from .budget import LatencyMeter, ParamCounter
 from .candidate import Candidate
 from .errors import JournalError, SearchError
-from .journal import FILENAME, Journal
+from .journal import FILENAME
 from .search import run_search
 from .stages import (
     STANDARD_FFN,
@@ -61,6 +62,7 @@ from .stages import (
 RESULTS, PIPELINE, STUDENT = "results.json", "pipeline.json", "student_config.json"
 FORMAT = "efficientbert.run/1"
 Log = Callable[[str], None]
+Bar = Callable[[Path, int, str], AbstractContextManager[Any]]  # (stage folder, total, title)
 
 
 @dataclass(frozen=True)
@@ -93,51 +95,11 @@ class Context:
     tuned: Path | None = None  # the fine-tuned teacher folder
     base_teacher: Path | None = None
     outputs: dict[str, Any] = field(default_factory=dict)  # "train", "unlabeled"
+    search_bar: Bar = lambda folder, total, desc: nullcontext()  # progress while searching
 
     def timed(self, key: str, t0: float) -> float:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
         return self.timings[key]
-
-
-class SearchProgress:
-    """A progress bar fed by polling the stage's journal (steps commit as they finish)."""
-
-    def __init__(self, run_dir: Path, total: int, desc: str, enabled: bool = True) -> None:
-        from tqdm.auto import tqdm
-
-        self.run_dir, self.stop = run_dir, threading.Event()
-        self.bar = tqdm(total=total, desc=desc, unit="cand", disable=not enabled,
-                        dynamic_ncols=True)
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def _poll(self) -> None:
-        if not (self.run_dir / FILENAME).is_file():
-            return
-        try:
-            with Journal.in_folder(self.run_dir) as j:
-                rows = j.summaries()
-        except Exception:  # noqa: BLE001 - a busy journal: try again next poll
-            return
-        if rows:
-            self.bar.n = rows[-1]["evaluations"]
-            best = rows[-1].get("best")
-            if best:
-                self.bar.set_postfix(best=f"{best[1]:.4f}")
-            self.bar.refresh()
-
-    def _loop(self) -> None:
-        while not self.stop.wait(2.0):
-            self._poll()
-
-    def __enter__(self) -> SearchProgress:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        self._poll()
-        self.bar.close()
 
 
 # ------------------------------------------------------------------- preparation
@@ -145,14 +107,16 @@ def prepare(ctx: Context) -> None:
     """Assets, the fine-tuned teacher (reused when cached) and the teacher-output caches."""
     p, cache = ctx.pipeline, ctx.cache_dir
     t0 = time.perf_counter()
-    fetch_assets(DEFAULT_ASSETS, cache, progress=ctx.progress)
+    da.fetch_assets(da.DEFAULT_ASSETS, cache, progress=ctx.progress)
     ctx.timed("assets", t0)
     t0 = time.perf_counter()
     reused = dt.is_finetuned(dt.finetuned_teacher_dir(p.task, cache_dir=cache)[0])
     ctx.log("teacher: " + ("reusing the cached fine-tuned teacher" if reused else
                            "fine-tuning the teacher once (cached for later runs)"))
-    ctx.tuned = dt.finetune_teacher(p.task, cache_dir=cache, progress=ctx.progress)
-    ctx.base_teacher = ensure_asset("teacher", cache)
+    root = Path(cache).expanduser() if cache else da.default_cache_dir()
+    with cache_lock(root):
+        ctx.tuned = dt.finetune_teacher(p.task, cache_dir=cache, progress=ctx.progress)
+    ctx.base_teacher = da.ensure_asset("teacher", cache)
     ctx.timed("teacher", t0)
     ctx.info["teacher"] = {"folder": str(ctx.tuned), "reused": reused,
                            "heldout": dt.teacher_info(ctx.tuned).get("metrics", {}).get("heldout")}
@@ -161,36 +125,46 @@ def prepare(ctx: Context) -> None:
     ctx.constraints = derive_constraints(p, ctx.student_config)
     layers = sorted(set(KDLoss.for_models(ctx.student_config, _dims(ctx.tuned)).layer_map
                         .values()))
-    t0 = time.perf_counter()
-    root = Path(cache).expanduser() if cache else default_cache_dir()
-    before = set((root / "teacher_outputs").glob("*"))
+    t0, since = time.perf_counter(), time.time()
     max_len = dt.default_max_length(p.task)
     ds = dt.load_task(p.task, cache)
     train = dtrain.encode_split(ds[spec.train_split], dt.load_tokenizer(ctx.tuned), spec, max_len)
     kw = {"hidden_layers": [0, *layers], "attention_layers": layers, "cache_dir": cache,
           "progress": ctx.progress}
-    ctx.outputs["train"] = dt.cache_teacher_outputs(ctx.tuned, train, name=f"{spec.name}-train",
-                                                 **kw)
     held_out = {t for split in ("heldout", "test", *spec.eval_splits, *spec.test_splits)
                 if split in ds for col in spec.text_columns for t in ds[split][col]}
     texts = [t for t in iter_unlabeled_text(cache, include_austen=False,
                                             exclude_movie_eval=True) if t not in held_out]
     limit = p.unlabeled_limit
-    if limit and limit < len(texts):
-        texts = texts[::-(-len(texts) // limit)][:limit]
+    if limit and limit < len(texts):  # evenly spaced, so every source is represented
+        texts = [texts[i * len(texts) // limit] for i in range(limit)]
     unlabeled = dtrain.encode_texts(dt.load_tokenizer(ctx.base_teacher), texts, max_length=max_len)
-    ctx.outputs["unlabeled"] = dt.cache_teacher_outputs(ctx.base_teacher, unlabeled,
-                                                     name="unlabeled", **kw)
-    new = set((root / "teacher_outputs").glob("*")) - before
+    with cache_lock(root):  # never two processes writing one cache folder
+        ctx.outputs["train"] = dt.cache_teacher_outputs(ctx.tuned, train,
+                                                        name=f"{spec.name}-train", **kw)
+        ctx.outputs["unlabeled"] = dt.cache_teacher_outputs(ctx.base_teacher, unlabeled,
+                                                            name="unlabeled", **kw)
+    new = [o.folder.name for o in ctx.outputs.values()
+           if (o.folder / "meta.json").stat().st_mtime >= since]
     ctx.timed("teacher_output_caches", t0)
-    ctx.info["caches"] = {"reused": not new, "created": sorted(x.name for x in new),
+    ctx.info["caches"] = {"reused": not new, "created": new,
                           "unlabeled_sentences": len(texts), "train_examples": len(train)}
+
+
+@contextmanager
+def cache_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on the cache root (POSIX ``flock``; a no-op elsewhere)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".efficientbert.lock", "w") as f:
+        if fcntl is not None:
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def _dims(folder: Path) -> Any:
     from transformers import AutoConfig
 
-    with offline_env():
+    with da.offline_env():
         return dt.teacher_dims(AutoConfig.from_pretrained(str(folder), local_files_only=True))
 
 
@@ -210,7 +184,7 @@ def warm_supernet(ctx: Context, spec: WarmupSpec, out: Path, *, start: Path | No
     net.add_pools(expressions)
     counter = ParamCounter.from_student_config(ctx.student_config)
     lo, hi = ctx.constraints.param_window
-    sampler = supernet_sampler(_space(p), expressions, net.hidden,
+    sampler = supernet_sampler(mlpgraph.SPACES[p.space], expressions, net.hidden,
                                lambda c: lo <= counter(c) <= hi)
     phases = [("general", spec.general_steps, spec.general_lr, KDWeights.pretraining(),
                ctx.base_teacher, ctx.outputs["unlabeled"]),
@@ -248,10 +222,6 @@ def warm_supernet(ctx: Context, spec: WarmupSpec, out: Path, *, start: Path | No
     return out
 
 
-def _space(p: Pipeline) -> Any:
-    return mlpgraph.SPACES[p.space]
-
-
 # ------------------------------------------------------------------------ stages
 def run_stage(ctx: Context, spec: StageSpec, base: Candidate, supernet: Path) -> dict[str, Any]:
     """One search stage in ``RUN_DIR/stage<n>`` (resumed if its journal exists)."""
@@ -272,8 +242,7 @@ def run_stage(ctx: Context, spec: StageSpec, base: Candidate, supernet: Path) ->
     (folder / "search_config.json").write_text(json.dumps(cfg.to_dict(), indent=2,
                                                           default=str) + "\n")
     t0 = time.perf_counter()
-    with SearchProgress(folder, spec.evaluations, f"stage {spec.stage} search",
-                        ctx.progress):
+    with ctx.search_bar(folder, spec.evaluations, f"stage {spec.stage} search"):
         result = run_search(cfg, KDScorer(1), folder, resume=(folder / FILENAME).exists())
     if not result.best:
         raise SearchError(f"stage {spec.stage}: no candidate was scored successfully "
@@ -285,16 +254,13 @@ def run_stage(ctx: Context, spec: StageSpec, base: Candidate, supernet: Path) ->
            "describe": top.candidate.describe(), "params": top.params,
            "latency_ms": (top.evaluations[-1].latency_ms if top.evaluations else None),
            "base": None if spec.stage == 1 else base.to_dict(),
-           "base_score": None if spec.stage == 1 else _score_of(result, base.id),
+           "base_score": None if spec.stage == 1 else next(
+               (e.score for e in result.history if e.candidate.id == base.id), None),
            "dedupe": result.dedupe.to_dict(), "stopped": result.stopped,
            "supernet": str(supernet), "constraints": result.constraints,
            "top": [e.to_dict() for e in result.best[:5]]}
     done.write_text(json.dumps(out, indent=2) + "\n")
     return out
-
-
-def _score_of(result: Any, cid: str) -> float | None:
-    return next((e.score for e in result.history if e.candidate.id == cid), None)
 
 
 # ------------------------------------------------------------------------- final
@@ -310,10 +276,12 @@ def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, 
     net = Supernet.from_pretrained(supernet)
     layers = list(winner.spec(net.hidden).layers)
     models = {"winner": layers, "baseline": [(STANDARD_FFN, s, k) for _, s, k in layers]}
+    flops = LatencyMeter(net.hidden, proxy="flops")
     rows: dict[str, Any] = {}
+    students = {}
     for name, specs in models.items():
         torch.manual_seed(p.seed)
-        student = net.extract(specs, mode="copy")
+        student = students[name] = net.extract(specs, mode="copy")
         kd = KDLoss.for_models(student.config, _dims(ctx.tuned), weights=KDWeights.task())
         dtrain.load_fit_dense(kd, supernet)
         res = dtrain.distill(student, ctx.outputs["train"], kd, dtrain.TrainConfig(
@@ -325,10 +293,19 @@ def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, 
         student.save_pretrained(folder)
         dtrain.save_fit_dense(kd, folder)
         tok.save_pretrained(str(folder))
+        cand = Candidate.from_dict({"layers": [{"expr": e, "stacks": st, "ratio": g.ratio}
+                                               for (e, st, _), g in zip(specs, winner.layers,
+                                                                        strict=True)]})
         rows[name] = {"params": count_parameters(student.config)["total"],
-                      "latency_ms": measure_latency(student), "diverged": res.diverged,
+                      "mlp_mflops": flops(cand), "diverged": res.diverged,
                       "kd_steps": res.steps, "final_loss": res.final_loss,
                       "expressions": [s[0] for s in specs], "folder": str(folder), **metrics}
+    times: dict[str, list[float]] = {n: [] for n in students}
+    for _ in range(5):  # interleaved rounds: machine load hits both models alike
+        for name, student in students.items():
+            times[name].append(measure_latency(student, repeats=5))
+    for name in students:
+        rows[name]["latency_ms"] = statistics.median(times[name])
     (ctx.run_dir / "winner" / "candidate.json").write_text(winner.to_json() + "\n")
     if fin.teacher_test:
         teacher = dt.load_teacher(ctx.tuned)
@@ -359,10 +336,13 @@ def _check_folder(pipeline: Pipeline, run_dir: Path, resume: bool) -> None:
 def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] | None = None,
                  resume: bool = False, backend: str = "local", address: str | None = None,
                  cache_dir: str | None = None, base: Candidate | None = None,
-                 progress: bool = True, log: Log = print, report: bool = True
-                 ) -> dict[str, Any]:
+                 progress: bool = True, log: Log = print, report: bool = True,
+                 search_bar: Bar | None = None) -> dict[str, Any]:
     """Run the whole job (module doc); return what ``RUN_DIR/results.json`` holds."""
     pipeline.validate()
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise SearchError("--backend ray needs Ray: pip install 'efficientbert[ray]' (or use "
+                          "--backend local)")
     run_dir = Path(run_dir)
     _check_folder(pipeline, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -370,6 +350,8 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
     torch.set_num_threads(pipeline.threads)
     start = time.perf_counter()
     ctx = Context(pipeline, run_dir, cache_dir, backend, address, progress, log)
+    if search_bar is not None:
+        ctx.search_bar = search_bar
     prepare(ctx)
     ctx.student_config.save(run_dir / STUDENT)
     t0 = time.perf_counter()
