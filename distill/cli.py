@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .config import StudentConfig, load_config
+from .data import TASKS
 from .errors import EfficientBertError
 from .losses import KDLoss, KDWeights
 from .student import Student, count_parameters
@@ -51,7 +52,7 @@ def _layers(kd: KDLoss) -> tuple[list[int], list[int]]:
 def distill_student(config: StudentConfig, task: str = "movie_binary", *,
                     teacher_dir: str | Path | None = None, seed: int = 0,
                     warmup_epochs: float = 1.0, warmup_lr: float = 5e-4,
-                    task_epochs: float = 3.0, task_lr: float = 2e-4, batch_size: int = 32,
+                    task_epochs: float = 3.0, task_lr: float = 1e-3, batch_size: int = 32,
                     max_length: int | None = None, init_embeddings: bool = True,
                     include_austen: bool = False, transfer_set: bool = False,
                     label_weight: float = 0.0,
@@ -224,7 +225,7 @@ def _guard(func: Any) -> Any:
             torch.set_num_threads(args.threads)
         try:
             return int(func(args))
-        except EfficientBertError as exc:
+        except (EfficientBertError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     return run
@@ -250,7 +251,7 @@ def register(subparsers: Any) -> None:
                               "its outputs", description="Fine-tune the teacher (cached by "
                               "settings) and cache its outputs on the training split.")
     common(p)
-    p.add_argument("--task", default="movie_binary")
+    p.add_argument("--task", default="movie_binary", choices=sorted(TASKS))
     p.add_argument("--teacher-dir", default=None, help="base teacher folder (default: MiniLM)")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=5e-5)
@@ -269,12 +270,12 @@ def register(subparsers: Any) -> None:
                               "config; reports heldout and test metrics.")
     common(p)
     p.add_argument("--config", required=True, help="JSON file or shipped config name")
-    p.add_argument("--task", default="movie_binary")
+    p.add_argument("--task", default="movie_binary", choices=sorted(TASKS))
     p.add_argument("--teacher-dir", default=None, help="base teacher folder (default: MiniLM)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="general KD (0: skip)")
     p.add_argument("--warmup-lr", type=float, default=5e-4)
     p.add_argument("--epochs", type=float, default=3.0, help="task KD epochs")
-    p.add_argument("--lr", type=float, default=2e-4, help="task KD learning rate")
+    p.add_argument("--lr", type=float, default=1e-3, help="task KD learning rate")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,18 @@ first ``budget.heldout_size`` examples of the ``heldout`` split (a part of the t
 data kept out of training). The ``test`` split is never read. With
 ``budget.no_training`` the inherited weights are scored directly (stage 3).
 
+Making the warmed-up supernet (``budget.supernet``) once, before a search::
+
+    net = Supernet(StudentConfig(layers=[...] * 6, hidden=540, heads=12), seed=0)
+    net.add_pools(expressions)     # only if the sampler returns expressions other than the FFN
+    texts = encode_texts(load_tokenizer(), list(iter_unlabeled_text(exclude_movie_eval=True)),
+                         max_length=64)
+    outputs = cache_teacher_outputs(load_teacher(), texts, name="unlabeled")
+    _, kd = general_distill(net, outputs, TrainConfig(epochs=1, lr=5e-4),
+                            sampler=random_sampler(net.num_layers, net.hidden))
+    net.save_pretrained(folder)
+    save_fit_dense(kd, folder)     # candidates inherit the trained fit_dense too
+
 Everything expensive is cached per process: the supernet, the tokenized splits and the
 teacher outputs (these also on disk), so calling :func:`score` many times is cheap.
 Results are deterministic for a seed (except the measured latency). A non-finite loss

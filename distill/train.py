@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from .config import STANDARD_FFN
 from .errors import TrainingError
-from .losses import KDLoss
+from .losses import KDLoss, KDWeights
 from .metrics import compute_metrics, to_predictions
 
 StepLoss = Callable[[np.ndarray, random.Random], Mapping[str, torch.Tensor]]
@@ -432,6 +432,28 @@ def distill(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, config: TrainCo
 
     return train_loop(model, step_loss, data.lengths, config, extra_modules=[kd_loss],
                       on_step=on_step)
+
+
+def general_distill(model: nn.Module, teacher: Teacher, config: TrainConfig, *,
+                    sampler: Sampler | None = None, kd_loss: KDLoss | None = None,
+                    on_step: Callable[[int, dict[str, float]], None] | None = None
+                    ) -> tuple[TrainResult, KDLoss]:
+    """Warm-up KD on unlabeled text: attention, hidden and embedding terms only (no
+    prediction term, no MLM). With a supernet and ``sampler``, one random sub-network per
+    step. Returns the result and the loss module (keep its trained ``fit_dense``)."""
+    kd = kd_loss or KDLoss.for_models(model.config, teacher.config,
+                                      weights=KDWeights.pretraining())
+    return distill(model, teacher, kd, config, sampler=sampler, on_step=on_step), kd
+
+
+def task_distill(model: nn.Module, teacher: Teacher, config: TrainConfig, *,
+                 kd_loss: KDLoss | None = None, label_weight: float = 0.0,
+                 on_step: Callable[[int, dict[str, float]], None] | None = None
+                 ) -> tuple[TrainResult, KDLoss]:
+    """Task KD with every term (attention, hidden, embedding, prediction) against a
+    fine-tuned teacher's outputs (``label_weight``: see :func:`distill`)."""
+    kd = kd_loss or KDLoss.for_models(model.config, teacher.config, weights=KDWeights.task())
+    return distill(model, teacher, kd, config, label_weight=label_weight, on_step=on_step), kd
 
 
 def _label_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool) -> torch.Tensor:

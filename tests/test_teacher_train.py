@@ -46,6 +46,7 @@ from distill.train import (
     distill,
     encode_texts,
     finetune,
+    general_distill,
     random_sampler,
     save_fit_dense,
     train_loop,
@@ -227,15 +228,15 @@ def test_kd_steps_reduce_loss(teacher_dir, encoded):
 def _supernet_run(encoded, teacher, folder, stop_at=None):
     torch.manual_seed(0)
     net = Supernet(tiny_student_config(), max_stacks=2, seed=0)
-    kd = KDLoss.for_models(net.config, teacher.config, weights=KDWeights.pretraining())
 
     def kill(step, terms):
         if step == stop_at:
             raise KeyboardInterrupt
     config = TrainConfig(max_steps=6, batch_size=4, lr=1e-3, progress=False, seed=5,
                          checkpoint_dir=folder, checkpoint_every=2 if folder else 0)
-    result = distill(net, LiveTeacher(teacher, encoded), kd, config, on_step=kill,
-                     sampler=random_sampler(2, 16, stacks=(1, 2), ratios=(1, 0.5)))
+    result, kd = general_distill(net, LiveTeacher(teacher, encoded), config, on_step=kill,
+                                 sampler=random_sampler(2, 16, stacks=(1, 2), ratios=(1, 0.5)))
+    assert kd.weights == KDWeights.pretraining()
     return net, kd, result
 
 
