@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -306,16 +307,25 @@ def finetune_teacher(task: str = "movie_binary", teacher_dir: str | Path | None 
             held = encode_split(ds[split], tokenizer, spec, settings["max_length"])
             metrics[split] = evaluate(model, held, spec.metric_names,
                                       is_regression=spec.is_regression, device=device)
-    staging = out.with_name(out.name + ".partial")
+    staging = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(str(staging))
     tokenizer.save_pretrained(str(staging))
     (staging / _DONE).write_text(json.dumps({
         "settings": settings, "metrics": metrics, "steps": result.steps,
         "wall_seconds": time.perf_counter() - start}, indent=2) + "\n")
+    _publish(staging, out, _DONE, replace=force)
+    return out
+
+
+def _publish(staging: Path, out: Path, marker: str, replace: bool = False) -> None:
+    """Move a finished staging folder into place; if another process already published a
+    complete ``out`` (its ``marker`` file exists), keep that one unless ``replace``."""
+    if (out / marker).is_file() and not replace:
+        shutil.rmtree(staging, ignore_errors=True)
+        return
     shutil.rmtree(out, ignore_errors=True)
     staging.replace(out)
-    return out
 
 
 def teacher_info(folder: str | Path) -> dict[str, Any]:
@@ -416,7 +426,7 @@ def cache_teacher_outputs(teacher: nn.Module | str | Path, inputs: EncodedTexts,
     out = root / "teacher_outputs" / f"{name}-{key}"
     if (out / "meta.json").is_file() and not force:
         return TeacherOutputs(out)
-    staging = out.with_name(out.name + ".partial")
+    staging = out.with_name(f"{out.name}.partial-{os.getpid()}")  # one per process
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     lengths = inputs.lengths.astype(np.int64)
@@ -459,8 +469,7 @@ def cache_teacher_outputs(teacher: nn.Module | str | Path, inputs: EncodedTexts,
             "hidden_layers": hl, "attention_layers": al, "has_logits": logits_out is not None,
             "pad_id": int(inputs.pad_id), "dtype": "float16"}
     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    staging.replace(out)
+    _publish(staging, out, "meta.json", replace=force)
     return TeacherOutputs(out)
 
 
