@@ -158,6 +158,38 @@ def write(report: dict[str, Any], out: Path) -> None:
     (out / "distill.md").write_text("\n".join(lines) + "\n")
 
 
+def _previous(out: Path, command: str) -> dict[str, Any]:
+    """Finished work of an earlier run of the same command: per-row seed runs and TF-IDF."""
+    path = out / "distill.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("command") != command:
+        print(f"--resume: {path} was written by another command; starting over", flush=True)
+        return {}
+    partial = dict(old.get("partial", {}))
+    tfidf = None
+    for row in old.get("rows", []):
+        if "runs" in row and row["name"] not in partial:
+            partial[row["name"]] = [{"seed": s, **r} for s, r in
+                                    zip(old_seeds(old, row["name"]), row["runs"], strict=False)]
+        if row["name"].startswith("TF-IDF"):
+            tfidf = row
+    return {"partial": partial, "tfidf": tfidf}
+
+
+def old_seeds(old: dict[str, Any], name: str) -> list[int]:
+    """The seeds of a row written before runs carried their seed (from its command)."""
+    words = old["command"].split()
+    flag = "--ablation-seeds" if "teacher-init embeddings, no KD" in name else "--seeds"
+    i = words.index(flag) + 1
+    seeds = []
+    while i < len(words) and not words[i].startswith("--"):
+        seeds.append(int(words[i]))
+        i += 1
+    return seeds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -175,6 +207,9 @@ def main() -> None:
                     help="torch threads (1 is faster than 2 when other jobs share the cores)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--no-wait", action="store_true")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse finished rows and seeds of distill.json written by the same "
+                         "command (a run is expensive; the file is rewritten after each seed)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -194,7 +229,7 @@ def main() -> None:
         "task": TASK, "test_size": len(ds["test"]),
         "command": "python benchmarks/bench_distill.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if k not in ("out", "progress", "no_wait")
+            for k, v in vars(args).items() if k not in ("out", "progress", "no_wait", "resume")
             and v is not False),
         "machine": {"cpu_threads": args.threads, "platform": platform.platform(),
                     "torch": torch.__version__},
@@ -213,25 +248,40 @@ def main() -> None:
             "5e-4 / 1e-3 -> 84.7 / 85.1; task KD on the teacher-labelled unlabeled text "
             "(transfer set, lr 2e-4) 82.3; a prediction-only second stage did not help",
         ]}
+    old = _previous(args.out, report["command"]) if args.resume else {}
+    report["partial"] = old.get("partial", {})
+
+    def runs_of(name: str, seeds: list[int], one: Any) -> list[dict[str, Any]]:
+        """Finished runs of row ``name`` (reused on --resume), one seed at a time."""
+        done = {r["seed"]: r for r in report["partial"].get(name, [])}
+        for seed in seeds:
+            if seed not in done:
+                done[seed] = {"seed": seed, **one(seed)}
+                report["partial"][name] = [done[s] for s in seeds if s in done]
+                write(report, args.out)
+        return [done[s] for s in seeds]
+
     metrics = {s: evaluate(teacher, d, ("accuracy",))["accuracy"] for s, d in splits.items()}
     report["rows"].append({"name": "teacher all-MiniLM-L6-v2, fine-tuned 1 epoch",
                            "params": t_params, "test_accuracy": summary([metrics["test"]]),
                            "heldout_accuracy": metrics["heldout"],
                            "minutes": summary([info.get("wall_seconds", float("nan")) / 60])})
-    report["rows"].append(tfidf_row(ds))
+    report["rows"].append(old.get("tfidf") or tfidf_row(ds))
     write(report, args.out)
-    nokd = [student_nokd(s, train, splits, args) for s in args.seeds]
-    report["rows"].append(student_row("student, random init, no KD", nokd, s_params))
+    name = "student, random init, no KD"
+    nokd = runs_of(name, args.seeds, lambda s: student_nokd(s, train, splits, args))
+    report["rows"].append(student_row(name, nokd, s_params))
     write(report, args.out)
     if args.ablation_seeds:
         base = load_teacher()
-        abl = [student_nokd(s, train, splits, args, init_from=base) for s in args.ablation_seeds]
-        report["rows"].append(student_row("student, teacher-init embeddings, no KD", abl,
-                                          s_params))
+        name = "student, teacher-init embeddings, no KD"
+        abl = runs_of(name, args.ablation_seeds,
+                      lambda s: student_nokd(s, train, splits, args, init_from=base))
+        report["rows"].append(student_row(name, abl, s_params))
         write(report, args.out)
-    kd = [student_kd(s, args) for s in args.seeds]
-    report["rows"].append(student_row("student, teacher-init embeddings, general + task KD",
-                                      kd, s_params))
+    name = "student, teacher-init embeddings, general + task KD"
+    kd = runs_of(name, args.seeds, lambda s: student_kd(s, args))
+    report["rows"].append(student_row(name, kd, s_params))
     t, n, k = metrics["test"], report["rows"][2]["test_accuracy"]["mean"], \
         report["rows"][-1]["test_accuracy"]["mean"]
     report["targets"] = {

@@ -78,7 +78,7 @@ def one_run(ctx: Context, supernet: Path, controller: str, seed: int,
     p = copy.deepcopy(ctx.pipeline)
     p.seed = seed
     spec = Stage1(evaluations=args.evaluations, controller=controller, kd_steps=args.kd_steps,
-                  population=8, sample_size=3, batch_size=args.workers, max_mutations=3)
+                  population=8, sample_size=3, batch_size=args.batch_size, max_mutations=3)
     p.stages = [spec]
     folder = Path(args.work_dir) / "runs" / f"{controller}-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,9 @@ def main() -> None:
     ap.add_argument("--evaluations", type=int, default=20)
     ap.add_argument("--kd-steps", type=int, default=50)
     ap.add_argument("--final-steps", type=int, default=300)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="parallel scorers (no effect on "
+                    "results)")
+    ap.add_argument("--batch-size", type=int, default=2, help="proposals per search step")
     ap.add_argument("--work-dir", default="runs/bench_search")
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--resume", action="store_true", help="keep finished runs of search.json")

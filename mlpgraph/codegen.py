@@ -121,13 +121,15 @@ def _inner(graph: Graph, d_model: int, d_inner: int | None) -> int:
 
 def build_fx_graph(graph: Graph, d_model: int, d_inner: int | None, *,
                    has_bias: Mapping[str, bool] | bool = True,
-                   functional: bool = False) -> torch.fx.Graph:
+                   functional: bool = False, compiled_forms: bool = False) -> torch.fx.Graph:
     """The FX graph of ``graph`` at integer widths.
 
     ``functional=False``: linears are ``call_module`` nodes on submodules named after
     the layers. ``functional=True``: the placeholders are ``x`` followed by
     :func:`weight_arg_names` (``w1_weight``, ``w1_bias``, ...) and linears are
     ``F.linear`` calls. ``has_bias`` says which layers take a bias (functional form).
+    ``compiled_forms``: call each primitive's compiled-backend form where it declares one
+    (:attr:`Primitive.compiled`, e.g. exp-based tanh for Inductor) instead of its main form.
     """
     if isinstance(has_bias, bool):
         has_bias = dict.fromkeys(graph.linears, has_bias)
@@ -162,7 +164,7 @@ def build_fx_graph(graph: Graph, d_model: int, d_inner: int | None, *,
             else:
                 v = fx.create_node("call_module", layer, (h,), name=name)
         else:
-            fn = get_primitive(str(n.arg)).fn
+            fn = get_primitive(str(n.arg)).torch_fn(compiled_forms)
             v = fx.create_node("call_function", fn, tuple(vals[id(s)] for s in n.src), name=name)
         vals[id(n)] = v
     fx.output(vals[id(graph.root)])
@@ -171,13 +173,15 @@ def build_fx_graph(graph: Graph, d_model: int, d_inner: int | None, *,
 
 
 def build_functional(graph: Graph, d_model: int, d_inner: int | None, *,
-                     has_bias: Mapping[str, bool] | bool = True) -> torch.fx.GraphModule:
+                     has_bias: Mapping[str, bool] | bool = True,
+                     compiled_forms: bool = False) -> torch.fx.GraphModule:
     """A parameter-free ``GraphModule`` computing ``forward(x, w1_weight, w1_bias, ...)``.
 
     Every call builds a new module with its own generated code object, so
     ``torch.compile`` keeps a separate cache (and recompile budget) per candidate.
     """
-    fx = build_fx_graph(graph, d_model, d_inner, has_bias=has_bias, functional=True)
+    fx = build_fx_graph(graph, d_model, d_inner, has_bias=has_bias, functional=True,
+                        compiled_forms=compiled_forms)
     return torch.fx.GraphModule(nn.Module(), fx, class_name="MLPFunctional")
 
 

@@ -189,7 +189,8 @@ def _build_artifact(backend: str, target: Graph, d_model: int, d_inner: int | No
                     warmup_tokens: int | None, dtype: torch.dtype, device: torch.device
                     ) -> _Artifact:
     t0 = time.perf_counter()
-    fgm = build_functional(target, d_model, d_inner, has_bias=has_bias)
+    fgm = build_functional(target, d_model, d_inner, has_bias=has_bias,
+                           compiled_forms=backend == "inductor")
     x = torch.zeros(max(2, warmup_tokens or 2), d_model, dtype=dtype, device=device)
     example = (x, *(w.detach() for w in weights))
     if backend == "inductor":
@@ -290,7 +291,8 @@ def compile_graph(graph: Graph | str, d_model: int, d_inner: int | None, backend
     """Build ``graph`` as a module mapping ``[..., d_model] -> [..., d_model]``.
 
     backend: ``"eager"`` (the FX :class:`~mlpgraph.codegen.MLPModule`), ``"inductor"``
-    (``torch.compile``; ``options`` such as ``dynamic``/``mode`` pass through),
+    (``torch.compile``; ``options`` such as ``dynamic``, ``mode`` or Inductor's own
+    ``options={...}`` pass through),
     ``"export"`` (a ``torch.export`` program; option ``strict``) or ``"torchscript"``
     (legacy; option ``method='script'|'trace'``).
     weights: ``name -> (weight, bias)`` (or an ``nn.Linear``), possibly larger tensors of
@@ -414,7 +416,7 @@ def inspect_inductor(graph: Graph | str, d_model: int, d_inner: int | None, toke
     slots = make_slots(target, d_model, d_inner, None, True,
                        dtype or torch.get_default_dtype(), dev, 0)
     has_bias = dict.fromkeys(target.linears, True)
-    fgm = build_functional(target, d_model, d_inner, has_bias=has_bias)
+    fgm = build_functional(target, d_model, d_inner, has_bias=has_bias, compiled_forms=True)
     ws = [getattr(slots[m], k).detach() for m, k in weight_arg_names(target, has_bias)]
     x = torch.randn(tokens, d_model, generator=torch.Generator().manual_seed(0),
                     dtype=dtype or torch.get_default_dtype()).to(dev)

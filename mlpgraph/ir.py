@@ -91,6 +91,17 @@ class Node:
     def __repr__(self) -> str:
         return f"Node({describe(self)})"
 
+    # Hash-consing must survive copies and pickles (process-pool workers, Ray): a copy is
+    # the node itself and unpickling rebuilds through the table, so ``is`` stays equality.
+    def __copy__(self) -> Node:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> Node:
+        return self
+
+    def __reduce__(self) -> tuple:
+        return _make, (self.op, self.width, self.src, self.arg)
+
 
 def _make(op: Op, width: Width, src: tuple[Node, ...], arg: str | float | None) -> Node:
     key = (op, width, arg, *map(id, src))

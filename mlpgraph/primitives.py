@@ -66,6 +66,13 @@ class Primitive:
     aliases: tuple[str, ...] = ()
     doc: str = ""
     properties: dict[str, Any] = field(default_factory=dict, repr=False)
+    # optional equivalent torch form used by compiled backends (Inductor), written so that
+    # the fused kernel is cheaper (e.g. exp-based tanh); checked against ``fn`` on register
+    compiled: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
+
+    def torch_fn(self, compiled: bool = False) -> Callable[..., torch.Tensor]:
+        """The torch code to emit: ``compiled`` picks the compiled-backend form if declared."""
+        return self.compiled if compiled and self.compiled is not None else self.fn
 
     def __call__(self, *args: torch.Tensor) -> torch.Tensor:
         return self.fn(*args)
@@ -172,8 +179,14 @@ def primitive(
     check: bool = True,
     replace: bool = False,
     registry: Registry | None = None,
+    compiled: Callable[..., torch.Tensor] | None = None,
 ) -> Any:
-    """Declare and register a primitive; use as ``@primitive(sympy=...)`` on a torch function."""
+    """Declare and register a primitive; use as ``@primitive(sympy=...)`` on a torch function.
+
+    ``compiled``: an optional second torch form of the same function that compiled
+    backends (Inductor) emit instead, e.g. one that fuses into a cheaper kernel; it must
+    agree with the main form to float32 precision (checked when ``check`` is true).
+    """
 
     def register(f: Callable[..., torch.Tensor]) -> Primitive:
         n_args = _positional_arity(f, arity)
@@ -192,7 +205,7 @@ def primitive(
             associative=associative, idempotent=idempotent, involution=involution,
             identity=identity, right_identity=right_identity, absorbing=absorbing,
             monotone=monotone, flops=float(flops), tags=frozenset(tags),
-            aliases=tuple(aliases), doc=inspect.getdoc(f) or "",
+            aliases=tuple(aliases), doc=inspect.getdoc(f) or "", compiled=compiled,
         )
         return (registry or REGISTRY).add(prim, check=check, replace=replace)
 
@@ -267,7 +280,37 @@ def check_primitive(prim: Primitive) -> None:
     for p, a, b in zip(pts, tv, sv, strict=True):
         if not math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6):
             raise _fail(prim, "sympy", f"torch gives {a!r} but sympy gives {b!r} at input {p}")
+    if prim.compiled is not None:
+        _check_compiled_form(prim)
     _check_properties(prim)
+
+
+def _check_compiled_form(prim: Primitive) -> None:
+    """The compiled-backend form equals the main form (float32 and float64, with gradients)."""
+    ends = torch.logspace(-12, 1.5, 300, dtype=torch.float64)
+    line = torch.cat([-ends.flip(0), torch.zeros(1, dtype=torch.float64), ends,
+                      torch.linspace(-8, 8, 801, dtype=torch.float64)])
+    cols = [line] if prim.arity == 1 else [line.repeat_interleave(7),
+                                           torch.linspace(-3, 3, 7).repeat(len(line))]
+    for dtype, rtol, atol in ((torch.float32, 2e-6, 2e-7), (torch.float64, 1e-12, 1e-15)):
+        ins = [c.to(dtype).requires_grad_() for c in cols]
+        try:
+            want, got = prim.fn(*ins), prim.compiled(*ins)
+            g_want = torch.autograd.grad(want.sum(), ins)
+            g_got = torch.autograd.grad(got.sum(), ins)
+        except Exception as e:  # noqa: BLE001 - report any failure of user code
+            raise _fail(prim, "compiled", f"the compiled form raised {e!r}") from e
+        for what, x, y in (("value", want, got), *(("gradient", u, v)
+                                                    for u, v in zip(g_want, g_got, strict=True))):
+            # the main form may itself lose a few ulps to cancellation (e.g. GELU's 1 + tanh)
+            tol = atol if what == "value" else 5 * atol
+            close = torch.isclose(y, x, rtol=rtol, atol=tol) | (torch.isnan(x) & torch.isnan(y))
+            if not bool(close.all()):
+                i = int((~close).nonzero()[0, 0])
+                at = tuple(float(c[i]) for c in cols)
+                x, y = x.detach(), y.detach()
+                raise _fail(prim, "compiled", f"{dtype} {what} {float(y[i])!r} of the compiled "
+                            f"form differs from {float(x[i])!r} of the torch form at input {at}")
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

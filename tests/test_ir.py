@@ -125,3 +125,16 @@ def test_random_graphs_are_well_typed():
     for _ in range(200):
         g = random_graph(rng, steps=rng.randint(1, 40))
         assert g.root.width is Width.D
+
+
+def test_copy_and_pickle_keep_hash_consing():
+    import copy
+    import pickle
+
+    g = mg.parse("W2(gelu(W1(max(x, tanh(x))))) + x * 0.5")
+    for other in (copy.copy(g), copy.deepcopy(g), pickle.loads(pickle.dumps(g))):
+        assert other == g and other.root is g.root
+        assert [a is b for a, b in zip(other.nodes, g.nodes, strict=True)] == [True] * len(g.nodes)
+    # a node unpickled in a fresh table entry is found again by the builders
+    n = pickle.loads(pickle.dumps(g.root.src[0]))
+    assert n is g.root.src[0]

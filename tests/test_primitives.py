@@ -105,3 +105,47 @@ def test_reserved_and_invalid_names(name):
 def test_unknown_primitive_suggests():
     with pytest.raises(mg.PrimitiveError, match="did you mean.*gelu"):
         mg.get_primitive("gelo")
+
+
+def test_compiled_forms_match_float64_reference():
+    """The exp-based forms Inductor emits are at least as accurate as torch's own float32."""
+    a = torch.cat([torch.linspace(-12, 12, 24001, dtype=torch.float64),
+                   torch.logspace(-20, 1, 2000, dtype=torch.float64)])
+    a = torch.cat([a, -a])
+    c = math.sqrt(2 / math.pi)
+    exact = {"tanh": torch.tanh,  # float64 references free of cancellation
+             "gelu": lambda v: v * torch.sigmoid(2 * c * (v + 0.044715 * v**3))}
+    for name in ("tanh", "gelu"):
+        prim = mg.get_primitive(name)
+        assert prim.compiled is not None
+        ref = exact[name](a)
+        got = prim.compiled(a.float()).double()
+        torch_err = (prim.fn(a.float()).double() - ref).abs()
+        # within 8 float32 ulps of the reference (exp of a large argument costs a few ulps),
+        # or no worse than torch's own float32 form
+        ulp = torch.finfo(torch.float32).eps * ref.abs()
+        err = (got - ref).abs()
+        # (absolute floor 1e-30: far left of 0, GELU's clamped exp gives ~1e-34, not 0)
+        ok = (err <= 8 * ulp + 1e-30) | (err <= 1.5 * torch_err + 1e-30)
+        assert bool(ok.all()), (name, a[~ok][:5].tolist())
+
+
+def test_compiled_form_is_checked_and_emitted():
+    reg = Registry()
+
+    def wrong(a):
+        return a * 1.001
+
+    with pytest.raises(mg.PrimitiveError, match="compiled.*differs"):
+        primitive(sympy=lambda a: 2 * a, name="twice", registry=reg, compiled=wrong)(
+            lambda a: 2 * a)
+    prim = mg.get_primitive("tanh")
+    assert prim.torch_fn() is prim.fn and prim.torch_fn(compiled=True) is prim.compiled
+    from mlpgraph.codegen import build_fx_graph
+
+    g = mg.parse("W2(tanh(W1(x)))")
+    targets = {n.target for n in build_fx_graph(g, 8, 4, functional=True).nodes}
+    assert prim.fn in targets and prim.compiled not in targets
+    targets = {n.target for n in build_fx_graph(g, 8, 4, functional=True,
+                                                compiled_forms=True).nodes}
+    assert prim.compiled in targets and prim.fn not in targets
