@@ -110,6 +110,8 @@ def run_case(name: str, expr: str, d: int, k: int, tokens: tuple[int, int], runs
     ind, ind_s, names, mms = _compile_inductor(expr, d, k, x)
     eager = compile_graph(expr, d, k, "eager", seed=0)
     ms = _time({"floor": floor, "eager": eager, "inductor": ind}, x, runs, warmup, rounds)
+    prof = {"floor": kernel_breakdown(fkey[0], d, k, x),
+            "inductor": kernel_breakdown(expr, d, k, x)}
     return {"case": name, "expr": expr, "compiled": str(ind.compiled_graph), "floor_expr": fkey[0],
             "d_model": d, "d_inner": k, "tokens": tokens[0] * tokens[1],
             "floor_ms": ms["floor"][0], "eager_ms": ms["eager"][0],
@@ -119,7 +121,46 @@ def run_case(name: str, expr: str, d: int, k: int, tokens: tuple[int, int], runs
             "floor_min_ms": ms["floor"][1], "inductor_min_ms": ms["inductor"][1],
             "inductor_over_floor_min": ms["inductor"][1] / ms["floor"][1],
             "inductor_compile_s": ind_s, "floor_compile_s": floor_s,
-            "kernels": len(names), "kernel_names": names, "matmuls": mms}
+            "kernels": len(names), "kernel_names": names, "matmuls": mms, "profile_ms": prof}
+
+
+def kernel_breakdown(expr: str, d: int, k: int, x: torch.Tensor, calls: int = 20
+                     ) -> dict[str, float]:
+    """Per-call ms of each kind of work, from ``torch.profiler`` with Inductor's kernel
+    profiling on: ``gemm`` (aten addmm/mm and the bias copy they do), each fused kernel by
+    name, and ``other`` (the rest of the compiled call: wrapper, guards, allocation)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from mlpgraph.codegen import build_functional, weight_arg_names
+
+    g = parse(expr)
+    has_bias = dict.fromkeys(g.linears, True)
+    fgm = build_functional(g, d, k, has_bias=has_bias, compiled_forms=True)
+    shapes = linear_shapes(g, d, k)
+    gen = torch.Generator().manual_seed(0)
+    ws = [torch.randn(*(shapes[m] if kind == "weight" else shapes[m][:1]), generator=gen) * 0.05
+          for m, kind in weight_arg_names(g, has_bias)]
+    with torch._inductor.config.patch({"cpp.enable_kernel_profile": True}):
+        fn = torch.compile(fgm.forward, dynamic=False)
+        with torch.no_grad():
+            for _ in range(5):
+                fn(x, *ws)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(calls):
+                    fn(x, *ws)
+    out: dict[str, float] = {"gemm": 0.0, "other": 0.0}
+    total = 0.0
+    for ev in prof.key_averages():
+        ms = ev.self_cpu_time_total / 1e3 / calls
+        total += ms
+        if ev.key in ("aten::addmm", "aten::mm", "aten::copy_"):
+            out["gemm"] += ms
+        elif "cpp_fused" in ev.key:
+            out[ev.key] = out.get(ev.key, 0.0) + ms
+        else:
+            out["other"] += ms
+    out["total"] = total
+    return out
 
 
 def profile_case(expr: str, d: int, k: int, tokens: tuple[int, int]) -> None:
@@ -154,6 +195,15 @@ def cpu_idle_percent(seconds: float = 2.0) -> float | None:
     return 100.0 * (idle1 - idle0) / max(1, total1 - total0)
 
 
+def _profile_cell(r: dict) -> str:
+    p = r.get("profile_ms")
+    if not p:
+        return "-"
+    fused = {n: v for n, v in p["inductor"].items() if "cpp_fused" in n}
+    kern = " + ".join(f"{v:.2f}" for v in fused.values()) or "0"
+    return f"{p['floor']['gemm']:.2f} / {p['inductor']['gemm']:.2f}, {kern}"
+
+
 def write_results(rows: list[dict], out: Path, runs: int, rounds: int,
                   idle: tuple[float | None, float | None]) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -169,8 +219,9 @@ def write_results(rows: list[dict], out: Path, runs: int, rounds: int,
         f"{idle[1] if idle[1] is None else round(idle[1])}%)",
         "",
         "| case | expression | d | k | floor ms | eager ms | inductor ms | inductor/floor "
-        "| eager/floor | inductor/floor (fastest calls) | kernels | matmuls | compile s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| eager/floor | inductor/floor (fastest calls) | kernels | matmuls | compile s "
+        "| profiled ms/call: GEMMs floor / inductor, fused kernels |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ok = "" if r["inductor_over_floor"] <= TARGET else " (miss)"
@@ -179,7 +230,7 @@ def write_results(rows: list[dict], out: Path, runs: int, rounds: int,
             f"| {r['floor_ms']:.3f} | {r['eager_ms']:.3f} | {r['inductor_ms']:.3f} "
             f"| {r['inductor_over_floor']:.3f}{ok} | {r['eager_over_floor']:.3f} "
             f"| {r['inductor_over_floor_min']:.3f} | {r['kernels']} | {r['matmuls']} "
-            f"| {r['inductor_compile_s']:.1f} |")
+            f"| {r['inductor_compile_s']:.1f} | {_profile_cell(r)} |")
     (out / "kernels.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
