@@ -11,7 +11,9 @@ width) and the paper's six searched MLPs, on 8 x 128 tokens, in one process:
 Timings are medians of ``--runs`` calls after ``--warmup`` calls under ``torch.no_grad()``
 with ``torch.set_num_threads(2)``; the three variants of a case are timed round-robin so
 that load from other processes hits them alike, and the whole timing is repeated
-``--rounds`` times keeping each variant's lowest median. Writes ``benchmarks/results/kernels.json``
+``--rounds`` times. A ratio to the floor is the median over rounds of the ratio of the two
+medians of that round (paired, so drifts of the machine's speed cancel); the ms columns
+are medians over rounds. Writes ``benchmarks/results/kernels.json``
 and ``kernels.md``. ``--profile CASE`` prints a ``torch.profiler`` table for one case.
 
     python benchmarks/bench_kernels.py [--runs 30] [--only L5] [--profile L5]
@@ -79,10 +81,10 @@ def _compile_inductor(expr: str, d: int, k: int, x: torch.Tensor):
 
 
 def _time(fns: dict, x: torch.Tensor, runs: int, warmup: int, rounds: int
-          ) -> dict[str, tuple[float, float]]:
-    """Per variant (ms): the lowest over ``rounds`` of the median of ``runs`` round-robin
-    calls, and the single fastest call (the least disturbed by other processes)."""
-    best = {name: (float("inf"), float("inf")) for name in fns}
+          ) -> dict[str, tuple[list[float], float]]:
+    """Per variant (ms): the median of ``runs`` round-robin calls in each of ``rounds``
+    rounds, and the single fastest call (the least disturbed by other processes)."""
+    out: dict[str, tuple[list[float], float]] = {name: ([], float("inf")) for name in fns}
     with torch.no_grad():
         for _ in range(warmup):
             for fn in fns.values():
@@ -95,9 +97,15 @@ def _time(fns: dict, x: torch.Tensor, runs: int, warmup: int, rounds: int
                     fn(x)
                     samples[name].append(time.perf_counter() - t0)
             for name, s in samples.items():
-                med, low = best[name]
-                best[name] = (min(med, statistics.median(s) * 1e3), min(low, min(s) * 1e3))
-    return best
+                meds, low = out[name]
+                out[name] = (meds + [statistics.median(s) * 1e3], min(low, min(s) * 1e3))
+    return out
+
+
+def _paired(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a/b: both were timed in the same round, so machine-wide
+    slowdowns (this VM's GEMM speed drifts by up to 30% between rounds) cancel."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
 def run_case(name: str, expr: str, d: int, k: int, tokens: tuple[int, int], runs: int,
@@ -114,10 +122,12 @@ def run_case(name: str, expr: str, d: int, k: int, tokens: tuple[int, int], runs
             "inductor": kernel_breakdown(expr, d, k, x)}
     return {"case": name, "expr": expr, "compiled": str(ind.compiled_graph), "floor_expr": fkey[0],
             "d_model": d, "d_inner": k, "tokens": tokens[0] * tokens[1],
-            "floor_ms": ms["floor"][0], "eager_ms": ms["eager"][0],
-            "inductor_ms": ms["inductor"][0],
-            "inductor_over_floor": ms["inductor"][0] / ms["floor"][0],
-            "eager_over_floor": ms["eager"][0] / ms["floor"][0],
+            "floor_ms": statistics.median(ms["floor"][0]),
+            "eager_ms": statistics.median(ms["eager"][0]),
+            "inductor_ms": statistics.median(ms["inductor"][0]),
+            "round_medians_ms": {k: v[0] for k, v in ms.items()},
+            "inductor_over_floor": _paired(ms["inductor"][0], ms["floor"][0]),
+            "eager_over_floor": _paired(ms["eager"][0], ms["floor"][0]),
             "floor_min_ms": ms["floor"][1], "inductor_min_ms": ms["inductor"][1],
             "inductor_over_floor_min": ms["inductor"][1] / ms["floor"][1],
             "inductor_compile_s": ind_s, "floor_compile_s": floor_s,
@@ -213,8 +223,10 @@ def write_results(rows: list[dict], out: Path, runs: int, rounds: int,
     (out / "kernels.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     lines = [
         f"Inductor vs the GEMM-only floor (torch {meta['torch']}, {meta['threads']} threads, "
-        f"{meta['cpu_capability']}, {rows[0]['tokens'] if rows else 0} tokens, ms: best of "
-        f"{meta['rounds']} medians of {meta['runs']} runs; machine CPU idle before/after: "
+        f"{meta['cpu_capability']}, {rows[0]['tokens'] if rows else 0} tokens; "
+        f"{meta['rounds']} rounds of {meta['runs']} interleaved calls each; "
+        "ms: median over rounds of per-round medians; "
+        "ratios: median over rounds of per-round ratios; machine CPU idle before/after: "
         f"{idle[0] if idle[0] is None else round(idle[0])}%/"
         f"{idle[1] if idle[1] is None else round(idle[1])}%)",
         "",
@@ -237,10 +249,10 @@ def write_results(rows: list[dict], out: Path, runs: int, rounds: int,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3,
-                    help="repeat the timing; keep each variant's lowest median (default 3)")
+    ap.add_argument("--rounds", type=int, default=9,
+                    help="repeat the timing; ratios are medians of per-round ratios (default 9)")
     ap.add_argument("--only", nargs="*", default=None, help="case names to run")
     ap.add_argument("--profile", default=None, help="profile one case and exit")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")

@@ -20,18 +20,35 @@ PAPER = {"activation", "paper"}
 
 # Compiled-backend forms. Inductor's CPU kernels compute tanh with a vectorized tanh
 # that costs about 2.5x an exp (measured: 1.14 ms vs 0.40 ms for 1024 x 540 floats on 2
-# threads), so for Inductor tanh and GELU are written through exp. Both are accurate to
-# float32 precision everywhere (no cancellation: tanh uses its Taylor series near 0, GELU
-# uses 1 + tanh(z) = 2 sigmoid(2z)); `check_primitive` compares them with the main form.
+# threads), so for Inductor tanh is a rational function (no exp at all) and GELU is
+# written through exp. Both are accurate to float32 precision everywhere (GELU uses
+# 1 + tanh(z) = 2 sigmoid(2z), free of cancellation); `check_primitive` compares them
+# with the main form.
 _GELU_C = 0.7978845608028654  # sqrt(2 / pi)
+# tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9], P and Q of degree 4 (in x^2). Fitted in float64
+# with numpy on ~6000 points of (0, 9] (uniform + Chebyshev-spaced), minimizing the
+# relative error: Sanathanan-Koerner iterations (linear least squares for
+# P - (tanh(x)/x) Q, weighted by 1 / (tanh(x)/x * Q_previous)), then Lawson reweighting
+# toward minimax. Relative error of the fit 2.1e-8; Q has positive coefficients (no
+# poles). Evaluated in float32 with these float32-rounded coefficients the error is at
+# most 3 float32 eps * |tanh(x)| on a dense grid of [-12, 12] (torch.tanh: 0.5, the exp
+# form it replaced: 2.8). Beyond |x| = 9 float32 tanh rounds to +-1, hence the clamp.
+# Inductor fuses it into one clamp/mul/add/div kernel: 0.34 ms for 1024 x 540 floats on
+# 1 thread, vs 0.84 ms for the exp form and 1.8 ms for torch.tanh.
+_TANH_P = (1.0, 0.13381027, 0.003495589, 2.0609095e-05, 1.3354677e-08)
+_TANH_Q = (1.0, 0.46714342, 0.025876986, 0.00032856362, 7.776565e-07)
 
 
-def _tanh_exp(a: torch.Tensor) -> torch.Tensor:
-    t = torch.exp(-2 * a.abs())
-    big = (1 - t) / (1 + t)
-    a2 = a * a
-    small = a * (1 + a2 * (-1 / 3 + a2 * (2 / 15 + a2 * (-17 / 315 + a2 * (62 / 2835)))))
-    return torch.where(a.abs() < 0.0625, small, torch.where(a < 0, -big, big))
+def _tanh_rational(a: torch.Tensor) -> torch.Tensor:
+    if a.dtype == torch.float64:  # a float32-accurate fit; float64 keeps the exact op
+        return torch.tanh(a)
+    x = a.float().clamp(-9.0, 9.0)  # float16/bfloat16 are evaluated in float32
+    t = x * x
+    p0, p1, p2, p3, p4 = _TANH_P
+    q0, q1, q2, q3, q4 = _TANH_Q
+    num = x * (p0 + t * (p1 + t * (p2 + t * (p3 + t * p4))))
+    den = q0 + t * (q1 + t * (q2 + t * (q3 + t * q4)))
+    return (num / den).to(a.dtype)
 
 
 def _gelu_exp(a: torch.Tensor) -> torch.Tensor:
@@ -53,7 +70,7 @@ def sigmoid(a):
     return torch.sigmoid(a)
 
 
-@primitive(sympy=sp.tanh, tags=PAPER, monotone=True, flops=5, check=False, compiled=_tanh_exp)
+@primitive(sympy=sp.tanh, tags=PAPER, monotone=True, flops=5, check=False, compiled=_tanh_rational)
 def tanh(a):
     """Hyperbolic tangent."""
     return torch.tanh(a)
