@@ -202,7 +202,7 @@ def _draw(panels: list[_Panel], path: Path, fmt: str) -> None:
         from matplotlib.path import Path as MPath
     except ImportError:
         raise RuntimeError("drawing without Graphviz needs matplotlib: pip install "
-                           "'efficientbert[viz]' (or apt-get install graphviz)") from None
+                           "matplotlib (or apt-get install graphviz)") from None
     from .viz import STYLE
 
     laid = [_layout(p) for p in panels]

@@ -115,7 +115,7 @@ class SearchProgress:
             self.bar.n = rows[-1]["evaluations"]
             best = rows[-1].get("best")
             if best:
-                self.bar.set_postfix(best=f"{best[1]:.4f}")
+                self.bar.set_postfix(best=f"{best[1]:.4f}", refresh=False)
             self.bar.refresh()
 
     def _loop(self) -> None:

@@ -347,7 +347,7 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
     _check_folder(pipeline, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / PIPELINE).write_text(pipeline.to_json())
-    torch.set_num_threads(pipeline.threads)
+    torch.set_num_threads(max(1, min(pipeline.threads, os.cpu_count() or 1)))
     start = time.perf_counter()
     ctx = Context(pipeline, run_dir, cache_dir, backend, address, progress, log)
     if search_bar is not None:

@@ -185,8 +185,9 @@ class Pipeline:
     space: str = "paper"
     seed: int = 0
     workers: int = 2  # parallel candidate scorers (one torch thread each)
-    threads: int = 1  # torch threads of the main process (warm-up, final KD); more than
-    #                   the free cores makes OpenMP spin (10x slower on a shared machine)
+    threads: int = 2  # torch threads of the main process (teacher fine-tune, warm-ups,
+    #                   final KD; the workers are idle then), capped at the CPU count; on a
+    #                   shared machine use the free cores only (more makes OpenMP spin)
     unlabeled_limit: int | None = 6000  # general-KD sentences (an even stride; None: all)
     default_base: tuple[int, str] = (2, "1/2")  # (s, ratio) of the standard FFN a stage
     #                                             starts from when no earlier winner exists
