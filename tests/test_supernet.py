@@ -86,7 +86,7 @@ def test_view_mode_shares_storage_and_gradients():
     assert torch.equal(copy(ids, mask).logits, before_c)  # independent
 
 
-@pytest.mark.parametrize(("stacks", "ratio"), itertools.product(range(1, 5), (1, 2, 3, 4)))
+@pytest.mark.parametrize(("stacks", "ratio"), list(itertools.product(range(1, 5), (1, 2, 3, 4))))
 def test_every_stack_count_and_ratio(supernet, stacks, ratio):
     k = H // ratio
     specs = [("W2(gelu(W1(x)))", stacks, k), ("sigmoid(W2(relu(W1(x))))", 5 - stacks, k)]
