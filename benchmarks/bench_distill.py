@@ -32,6 +32,7 @@ import torch
 
 from distill.config import StudentConfig
 from distill.data import get_task_spec
+from distill.encode import encode_split
 from distill.student import Student, count_parameters
 from distill.teacher import (
     finetune_teacher,
@@ -41,7 +42,7 @@ from distill.teacher import (
     load_tokenizer,
     teacher_info,
 )
-from distill.train import TrainConfig, encode_split, evaluate, finetune
+from distill.train import TrainConfig, evaluate, finetune
 
 TASK = "movie_binary"
 FFN = "W2(gelu(W1(x)))"

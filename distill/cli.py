@@ -20,11 +20,11 @@ import torch
 
 from .config import StudentConfig, load_config
 from .data import TASKS
+from .encode import EncodedTexts, encode_split, encode_texts
 from .errors import EfficientBertError
 from .losses import KDLoss, KDWeights
 from .student import Student, count_parameters
 from .teacher import (
-    cache_teacher_outputs,
     default_max_length,
     finetune_teacher,
     init_student_from_teacher,
@@ -33,15 +33,8 @@ from .teacher import (
     load_tokenizer,
     teacher_info,
 )
-from .train import (
-    EncodedTexts,
-    TrainConfig,
-    distill,
-    encode_split,
-    encode_texts,
-    evaluate,
-    save_fit_dense,
-)
+from .teacher_cache import cache_teacher_outputs
+from .train import TrainConfig, distill, evaluate, save_fit_dense
 
 
 def _layers(kd: KDLoss) -> tuple[list[int], list[int]]:

@@ -44,13 +44,12 @@ import mlpgraph
 from .assets import offline_env
 from .config import LayerSpec, as_layer_spec
 from .data import get_task_spec
+from .encode import EncodedTexts, encode_split
 from .errors import ConfigError, TeacherError
 from .losses import KDLoss, KDWeights
 from .student import count_parameters
 from .supernet import Supernet
 from .teacher import (
-    TeacherOutputs,
-    cache_teacher_outputs,
     default_max_length,
     finetuned_teacher_dir,
     is_finetuned,
@@ -58,7 +57,8 @@ from .teacher import (
     load_tokenizer,
     teacher_dims,
 )
-from .train import EncodedTexts, TrainConfig, distill, encode_split, evaluate, load_fit_dense
+from .teacher_cache import TeacherOutputs, cache_teacher_outputs
+from .train import TrainConfig, distill, evaluate, load_fit_dense
 
 _SUPERNETS: dict[tuple, Supernet] = {}
 _SPLITS: dict[tuple, tuple[EncodedTexts, EncodedTexts, Any]] = {}

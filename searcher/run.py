@@ -35,8 +35,10 @@ except ImportError:  # not POSIX: no cross-process lock
 import mlpgraph
 from distill import assets as da
 from distill import teacher as dt
+from distill import teacher_cache as dtc
 from distill import train as dtrain
 from distill.data import get_task_spec, iter_unlabeled_text
+from distill.encode import encode_split, encode_texts
 from distill.losses import KDLoss, KDWeights
 from distill.score import ScoreBudget, measure_latency, score
 from distill.student import count_parameters
@@ -128,7 +130,7 @@ def prepare(ctx: Context) -> None:
     t0, since = time.perf_counter(), time.time()
     max_len = dt.default_max_length(p.task)
     ds = dt.load_task(p.task, cache)
-    train = dtrain.encode_split(ds[spec.train_split], dt.load_tokenizer(ctx.tuned), spec, max_len)
+    train = encode_split(ds[spec.train_split], dt.load_tokenizer(ctx.tuned), spec, max_len)
     kw = {"hidden_layers": [0, *layers], "attention_layers": layers, "cache_dir": cache,
           "progress": ctx.progress}
     held_out = {t for split in ("heldout", "test", *spec.eval_splits, *spec.test_splits)
@@ -138,11 +140,11 @@ def prepare(ctx: Context) -> None:
     limit = p.unlabeled_limit
     if limit and limit < len(texts):  # evenly spaced, so every source is represented
         texts = [texts[i * len(texts) // limit] for i in range(limit)]
-    unlabeled = dtrain.encode_texts(dt.load_tokenizer(ctx.base_teacher), texts, max_length=max_len)
+    unlabeled = encode_texts(dt.load_tokenizer(ctx.base_teacher), texts, max_length=max_len)
     with cache_lock(root):  # never two processes writing one cache folder
-        ctx.outputs["train"] = dt.cache_teacher_outputs(ctx.tuned, train,
+        ctx.outputs["train"] = dtc.cache_teacher_outputs(ctx.tuned, train,
                                                         name=f"{spec.name}-train", **kw)
-        ctx.outputs["unlabeled"] = dt.cache_teacher_outputs(ctx.base_teacher, unlabeled,
+        ctx.outputs["unlabeled"] = dtc.cache_teacher_outputs(ctx.base_teacher, unlabeled,
                                                             name="unlabeled", **kw)
     new = [o.folder.name for o in ctx.outputs.values()
            if (o.folder / "meta.json").stat().st_mtime >= since]
@@ -271,7 +273,7 @@ def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, 
     spec = get_task_spec(p.task)
     tok = dt.load_tokenizer(ctx.tuned)
     ds = dt.load_task(p.task, ctx.cache_dir)
-    enc = {s: dtrain.encode_split(ds[s], tok, spec, dt.default_max_length(p.task))
+    enc = {s: encode_split(ds[s], tok, spec, dt.default_max_length(p.task))
            for s in ("heldout", "test")}  # the only place the test split is read
     net = Supernet.from_pretrained(supernet)
     layers = list(winner.spec(net.hidden).layers)

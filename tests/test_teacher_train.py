@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from distill.config import StudentConfig
+from distill.encode import EncodedTexts, batch_order, encode_texts
 from distill.losses import KDLoss, KDWeights
 from distill.score import ScoreBudget, clear_caches, score
 from distill.student import Student
@@ -30,7 +31,6 @@ from distill.supernet import Supernet
 from distill.teacher import (
     LiveTeacher,
     ScoreRecorder,
-    cache_teacher_outputs,
     finetune_teacher,
     finetuned_teacher_dir,
     init_student_from_teacher,
@@ -39,12 +39,10 @@ from distill.teacher import (
     teacher_forward,
     teacher_info,
 )
+from distill.teacher_cache import cache_teacher_outputs
 from distill.train import (
-    EncodedTexts,
     TrainConfig,
-    batch_order,
     distill,
-    encode_texts,
     finetune,
     general_distill,
     random_sampler,
