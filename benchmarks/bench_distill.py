@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import statistics
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import summary, wait_for_others  # benchmarks/common.py
 
 from distill.config import StudentConfig
 from distill.data import get_task_spec
@@ -48,25 +46,6 @@ TASK = "movie_binary"
 FFN = "W2(gelu(W1(x)))"
 STUDENT = StudentConfig(layers=[(FFN, 1, 768)] * 3, hidden=192, heads=12, embedding_size=128,
                         max_position=128, num_labels=2)
-
-
-def wait_for_other_benchmarks(poll: float = 60.0) -> None:
-    """Block while another ``bench_*`` process runs (the 2 cores are shared)."""
-    mine = (os.getpid(), os.getppid())
-    while True:
-        out = subprocess.run(["pgrep", "-af", "bench_"], capture_output=True, text=True).stdout
-        others = [ln for ln in out.splitlines()
-                  if ln and int(ln.split()[0]) not in mine and "pgrep" not in ln]
-        if not others:
-            return
-        print(f"waiting for other benchmarks: {others}", flush=True)
-        time.sleep(poll)
-
-
-def summary(values: list[float]) -> dict[str, Any]:
-    return {"values": values, "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
 
 
 def tfidf_row(ds: Any) -> dict[str, Any]:
@@ -215,7 +194,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if not args.no_wait:
-        wait_for_other_benchmarks()
+        wait_for_others("bench_distill")
     spec = get_task_spec(TASK)
     ds = load_task(TASK)
     tuned = finetune_teacher(TASK, progress=args.progress)

@@ -30,14 +30,13 @@ import copy
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from common import summary, wait_for_others  # benchmarks/common.py
 
 import mlpgraph
 from searcher.budget import LatencyMeter
@@ -47,26 +46,6 @@ from searcher.stages import STANDARD_FFN, Stage1, default_base, quick_preset
 
 RESULTS = Path(__file__).parent / "results"
 CONTROLLERS = ("evolution", "paper", "random")
-
-
-def wait_for_others(poll: float = 60.0) -> None:
-    """Block while another benchmark or ``efficientbert run`` uses the shared cores."""
-    mine = {os.getpid(), os.getppid()}
-    while True:
-        out = subprocess.run(["pgrep", "-af", "bench_|efficientbert run|cli_run run"],
-                             capture_output=True, text=True).stdout.splitlines()
-        others = [ln for ln in out if ln and int(ln.split()[0]) not in mine
-                  and "pgrep" not in ln and "bench_search" not in ln]
-        if not others:
-            return
-        print(f"waiting for: {others}", flush=True)
-        time.sleep(poll)
-
-
-def stats(values: list[float]) -> dict[str, Any]:
-    return {"values": values, "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
 
 
 def mlp_flops(cand: Candidate, hidden: int) -> float:
@@ -142,12 +121,12 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         rs = [r for r in runs if r["controller"] == c]
         if not rs:
             continue
-        out[c] = {"runs": len(rs), "best_heldout": stats([r["best_heldout"] for r in rs]),
-                  "winner_test": stats([r["winner_test"] for r in rs]),
-                  "baseline_test": stats([r["baseline_test"] for r in rs]),
-                  "delta": stats([r["winner_test"] - r["baseline_test"] for r in rs]),
+        out[c] = {"runs": len(rs), "best_heldout": summary([r["best_heldout"] for r in rs]),
+                  "winner_test": summary([r["winner_test"] for r in rs]),
+                  "baseline_test": summary([r["baseline_test"] for r in rs]),
+                  "delta": summary([r["winner_test"] - r["baseline_test"] for r in rs]),
                   "wins": sum(r["winner_test"] > r["baseline_test"] for r in rs),
-                  "search_minutes": stats([r["search_minutes"] for r in rs])}
+                  "search_minutes": summary([r["search_minutes"] for r in rs])}
     return out
 
 
@@ -168,7 +147,7 @@ def main() -> None:
     ap.add_argument("--no-wait", action="store_true", help="do not wait for other benchmarks")
     args = ap.parse_args()
     if not args.no_wait:
-        wait_for_others()
+        wait_for_others("bench_search")
     pipeline = quick_preset()
     pipeline.workers = args.workers
     pipeline.final.task_steps, pipeline.final.teacher_test = args.final_steps, False
