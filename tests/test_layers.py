@@ -32,6 +32,37 @@ def test_layer_direction(package):
     assert not bad, bad
 
 
+# The search (controllers, mutations, dedupe, budgets, journal, workers) reaches KD only
+# through the scorer it is handed (distill.score.score, wrapped in searcher/run.py); only
+# the job's orchestration (run.py: teacher, warm-up, final comparison) uses KD directly.
+SEARCH_MAY_USE = {"distill.config", "distill.student", "distill.errors", "distill.cli"}
+ORCHESTRATION = {"run.py"}
+
+
+def _modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out |= ({f"{node.module}.{a.name}" for a in node.names} if node.module == "distill"
+                    else {node.module})
+    return {m for m in out if m.startswith("distill")}
+
+
+def test_search_reaches_kd_only_through_the_scorer():
+    bad = []
+    for path in sorted((ROOT / "searcher").glob("*.py")):
+        if path.name in ORCHESTRATION:
+            continue
+        extra = _modules(path) - SEARCH_MAY_USE
+        if extra:
+            bad.append(f"searcher/{path.name} imports {sorted(extra)}")
+    assert not bad, bad
+    assert "distill.score" in _modules(ROOT / "searcher" / "run.py")
+
+
 def test_no_eval_or_exec_of_user_text():
     for path in sorted(ROOT.glob("*/**/*.py")):
         if ".venv" in path.parts:
