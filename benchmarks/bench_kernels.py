@@ -16,7 +16,7 @@ medians of that round (paired, so drifts of the machine's speed cancel); the ms 
 are medians over rounds. Writes ``benchmarks/results/kernels.json``
 and ``kernels.md``. ``--profile CASE`` prints a ``torch.profiler`` table for one case.
 
-    python benchmarks/bench_kernels.py [--runs 30] [--only L5] [--profile L5]
+    python benchmarks/bench_kernels.py [--runs 20] [--rounds 9] [--only L5] [--profile L5]
 """
 
 from __future__ import annotations

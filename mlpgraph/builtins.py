@@ -48,12 +48,16 @@ def _tanh_rational(a: torch.Tensor) -> torch.Tensor:
     q0, q1, q2, q3, q4 = _TANH_Q
     num = x * (p0 + t * (p1 + t * (p2 + t * (p3 + t * p4))))
     den = q0 + t * (q1 + t * (q2 + t * (q3 + t * q4)))
-    return (num / den).to(a.dtype)
+    # |P/Q| may exceed 1 by an ulp near the clamp: keep tanh's range exactly
+    return (num / den).clamp(-1.0, 1.0).to(a.dtype)
 
 
 def _gelu_exp(a: torch.Tensor) -> torch.Tensor:
-    # the clamp keeps exp finite (and the gradient free of inf * 0) far left of 0
-    return a / (1 + torch.exp((-2 * _GELU_C * (a + 0.044715 * a * a * a)).clamp_max(80.0)))
+    # float16/bfloat16 are evaluated in float32 (exp(80) would overflow them); the clamp
+    # keeps exp finite (and the gradient free of inf * 0) far left of 0
+    x = a.float() if a.dtype in (torch.float16, torch.bfloat16) else a
+    return (x / (1 + torch.exp((-2 * _GELU_C * (x + 0.044715 * x * x * x)).clamp_max(80.0)))
+            ).to(a.dtype)
 
 
 # ------------------------------------------------ the paper's unary ops (7)

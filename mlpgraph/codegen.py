@@ -129,7 +129,7 @@ def build_fx_graph(graph: Graph, d_model: int, d_inner: int | None, *,
     :func:`weight_arg_names` (``w1_weight``, ``w1_bias``, ...) and linears are
     ``F.linear`` calls. ``has_bias`` says which layers take a bias (functional form).
     ``compiled_forms``: call each primitive's compiled-backend form where it declares one
-    (:attr:`Primitive.compiled`, e.g. exp-based tanh for Inductor) instead of its main form.
+    (:attr:`Primitive.compiled`, e.g. a rational tanh for Inductor) instead of its main form.
     """
     if isinstance(has_bias, bool):
         has_bias = dict.fromkeys(graph.linears, has_bias)

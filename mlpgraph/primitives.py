@@ -67,7 +67,7 @@ class Primitive:
     doc: str = ""
     properties: dict[str, Any] = field(default_factory=dict, repr=False)
     # optional equivalent torch form used by compiled backends (Inductor), written so that
-    # the fused kernel is cheaper (e.g. exp-based tanh); checked against ``fn`` on register
+    # the fused kernel is cheaper (e.g. a rational tanh); checked against ``fn`` on register
     compiled: Callable[..., torch.Tensor] | None = field(default=None, repr=False)
 
     def torch_fn(self, compiled: bool = False) -> Callable[..., torch.Tensor]:
@@ -134,8 +134,15 @@ class Registry:
             check_primitive(prim)
         old = self._prims.get(self._alias.get(prim.name, prim.name))
         if old is not None and not replace:
-            if old.fn is prim.fn or old.signature() == prim.signature():
+            same_compiled = (old.compiled is prim.compiled or prim.compiled is None
+                             or getattr(old.compiled, "__code__", 0)
+                             is getattr(prim.compiled, "__code__", 1))
+            if (old.fn is prim.fn or old.signature() == prim.signature()) and same_compiled:
                 return old  # the same declaration again (e.g. a module re-import)
+            if not same_compiled:
+                raise PrimitiveError(
+                    f"primitive {prim.name!r} is already registered with another compiled "
+                    "form; pass replace=True to change it")
             raise PrimitiveError(
                 f"primitive {prim.name!r} is already registered with a different meaning "
                 f"({old.sympy_expr()} vs {prim.sympy_expr()}); choose another name or pass "
@@ -286,20 +293,17 @@ def check_primitive(prim: Primitive) -> None:
 
 
 def _check_compiled_form(prim: Primitive) -> None:
-    """The compiled-backend form equals the main form (float32 and float64, with gradients)."""
+    """The compiled-backend form equals the main form (float32 and float64, values and
+    gradients), and in float16/bfloat16 its values and gradients are finite wherever the
+    main form's are."""
     ends = torch.logspace(-12, 1.5, 300, dtype=torch.float64)
     line = torch.cat([-ends.flip(0), torch.zeros(1, dtype=torch.float64), ends,
                       torch.linspace(-8, 8, 801, dtype=torch.float64)])
     cols = [line] if prim.arity == 1 else [line.repeat_interleave(7),
                                            torch.linspace(-3, 3, 7).repeat(len(line))]
     for dtype, rtol, atol in ((torch.float32, 2e-6, 2e-7), (torch.float64, 1e-12, 1e-15)):
-        ins = [c.to(dtype).requires_grad_() for c in cols]
-        try:
-            want, got = prim.fn(*ins), prim.compiled(*ins)
-            g_want = torch.autograd.grad(want.sum(), ins)
-            g_got = torch.autograd.grad(got.sum(), ins)
-        except Exception as e:  # noqa: BLE001 - report any failure of user code
-            raise _fail(prim, "compiled", f"the compiled form raised {e!r}") from e
+        want, g_want = _value_and_grad(prim, prim.fn, "main", cols, dtype)
+        got, g_got = _value_and_grad(prim, prim.compiled, "compiled", cols, dtype)
         for what, x, y in (("value", want, got), *(("gradient", u, v)
                                                     for u, v in zip(g_want, g_got, strict=True))):
             # the main form may itself lose a few ulps to cancellation (e.g. GELU's 1 + tanh)
@@ -311,6 +315,31 @@ def _check_compiled_form(prim: Primitive) -> None:
                 x, y = x.detach(), y.detach()
                 raise _fail(prim, "compiled", f"{dtype} {what} {float(y[i])!r} of the compiled "
                             f"form differs from {float(x[i])!r} of the torch form at input {at}")
+    for dtype in (torch.float16, torch.bfloat16):  # half precision: no new inf/NaN
+        want, g_want = _value_and_grad(prim, prim.fn, "main", cols, dtype)
+        got, g_got = _value_and_grad(prim, prim.compiled, "compiled", cols, dtype)
+        for what, x, y in (("value", want, got), *(("gradient", u, v)
+                                                    for u, v in zip(g_want, g_got, strict=True))):
+            bad = torch.isfinite(x) & ~torch.isfinite(y)
+            if bool(bad.any()):
+                i = int(bad.nonzero()[0, 0])
+                at = tuple(float(c[i]) for c in cols)
+                raise _fail(prim, "compiled", f"{dtype} {what} of the compiled form is "
+                            f"{float(y[i])!r} at input {at}, where the torch form gives "
+                            f"{float(x[i])!r} (compute in float32 and cast back?)")
+
+
+def _value_and_grad(prim: Primitive, fn: Callable[..., torch.Tensor], which: str,
+                    cols: list[torch.Tensor], dtype: torch.dtype
+                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    ins = [c.to(dtype).requires_grad_() for c in cols]
+    try:
+        out = fn(*ins)
+        grads = torch.autograd.grad(out.sum(), ins, allow_unused=True, materialize_grads=True)
+    except Exception as e:  # noqa: BLE001 - report any failure of user code
+        raise _fail(prim, "compiled", f"the {which} torch form raised {e!r} on {dtype} "
+                    "inputs") from e
+    return out.detach(), tuple(g.detach() for g in grads)
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:

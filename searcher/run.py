@@ -74,9 +74,14 @@ class KDScorer:
     threads: int = 1
 
     def __call__(self, spec: Any, budget: Any) -> Any:
-        if torch.get_num_threads() != self.threads:
+        before = torch.get_num_threads()
+        if before != self.threads:
             torch.set_num_threads(self.threads)
-        return score(spec, budget)
+        try:
+            return score(spec, budget)
+        finally:  # inline scoring runs in the main process: leave its threads as they were
+            if before != self.threads:
+                torch.set_num_threads(before)
 
 
 @dataclass
@@ -349,7 +354,9 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
     _check_folder(pipeline, run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / PIPELINE).write_text(pipeline.to_json())
-    torch.set_num_threads(max(1, min(pipeline.threads, os.cpu_count() or 1)))
+    usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else os.cpu_count() or 1)
+    torch.set_num_threads(max(1, min(pipeline.threads, usable)))
     start = time.perf_counter()
     ctx = Context(pipeline, run_dir, cache_dir, backend, address, progress, log)
     if search_bar is not None:

@@ -108,7 +108,7 @@ def test_unknown_primitive_suggests():
 
 
 def test_compiled_forms_match_float64_reference():
-    """The exp-based forms Inductor emits are at least as accurate as torch's own float32."""
+    """The compiled forms Inductor emits are at least as accurate as torch's own float32."""
     a = torch.cat([torch.linspace(-12, 12, 24001, dtype=torch.float64),
                    torch.logspace(-20, 1, 2000, dtype=torch.float64)])
     a = torch.cat([a, -a])
@@ -149,3 +149,34 @@ def test_compiled_form_is_checked_and_emitted():
     targets = {n.target for n in build_fx_graph(g, 8, 4, functional=True,
                                                 compiled_forms=True).nodes}
     assert prim.compiled in targets and prim.fn not in targets
+
+
+def test_compiled_tanh_stays_in_range_and_half_precision_is_finite():
+    x = torch.linspace(-20, 20, 400001)
+    t = mg.get_primitive("tanh").compiled(x)
+    assert float(t.abs().max()) <= 1.0
+    for name in ("tanh", "gelu"):
+        prim = mg.get_primitive(name)
+        for dtype in (torch.float16, torch.bfloat16):
+            a = torch.linspace(-12, 12, 2001).to(dtype).requires_grad_()
+            y = prim.compiled(a)
+            (g,) = torch.autograd.grad(y.sum(), a)
+            assert y.dtype == dtype and bool(torch.isfinite(y).all() & torch.isfinite(g).all())
+
+
+def test_compiled_form_of_a_gate_and_reregistration():
+    reg = Registry()
+
+    def gate(a, b):
+        return torch.where(b > 0, a, torch.zeros_like(a))
+
+    def gate2(a, b):  # no gradient reaches b at all: allowed
+        return a * (b > 0).to(a.dtype)
+
+    def sym(a, b):
+        return sp.Piecewise((a, b > 0), (0, True))
+
+    prim = primitive(sympy=sym, name="gate", registry=reg, compiled=gate2)(gate)
+    assert prim.compiled is gate2
+    with pytest.raises(mg.PrimitiveError, match="another compiled form"):
+        primitive(sympy=sym, name="gate", registry=reg, compiled=lambda a, b: a * (b > 0))(gate)
