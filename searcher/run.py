@@ -400,7 +400,7 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
            "stages_run": [s.stage for s in chosen], "constraints": ctx.constraints.to_dict(),
            "stages": results, "final": final, "timings": ctx.timings, **ctx.info,
            "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
-                       "threads": pipeline.threads, "workers": pipeline.workers}}
+                       "threads": torch.get_num_threads(), "workers": pipeline.workers}}
     (run_dir / RESULTS).write_text(json.dumps(out, indent=2, default=str) + "\n")
     if report:
         from .report import write_report

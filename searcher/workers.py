@@ -199,20 +199,18 @@ class LocalPoolBackend(Backend):
         self.startup_timeout = startup_timeout
         self.slots: list[_Slot | None] = [None] * workers
 
-    def _slot(self, i: int) -> _Slot:
+    def _get(self, i: int) -> _Slot:
+        """Slot ``i``, its process started in the background if it had none (non-blocking)."""
         slot = self.slots[i]
         if slot is None:
             slot = self.slots[i] = _Slot(i, self.scorer)
-        return slot.ready(self.startup_timeout)
+        return slot
 
     def start(self, count: int | None = None) -> None:
         """Start the worker processes now, all at once (each imports the scorer's modules)."""
         n = self.workers if count is None else min(count, self.workers)
-        for i in range(n):
-            if self.slots[i] is None:
-                self.slots[i] = _Slot(i, self.scorer)
-        for i in range(n):
-            self._slot(i)
+        for slot in [self._get(i) for i in range(n)]:
+            slot.ready(self.startup_timeout)
 
     def run(self, tasks: list[Task], on_done: Callable[[Outcome], None] | None = None
             ) -> list[Outcome]:
@@ -231,9 +229,7 @@ class LocalPoolBackend(Backend):
             starting = False
             for si in range(self.workers):
                 if queue and si not in busy:
-                    slot = self.slots[si]
-                    if slot is None:
-                        slot = self.slots[si] = _Slot(si, self.scorer)
+                    slot = self._get(si)
                     if not slot.poll(self.startup_timeout):  # a replacement still starting
                         starting = True
                         continue
