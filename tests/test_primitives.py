@@ -180,3 +180,13 @@ def test_compiled_form_of_a_gate_and_reregistration():
     assert prim.compiled is gate2
     with pytest.raises(mg.PrimitiveError, match="another compiled form"):
         primitive(sympy=sym, name="gate", registry=reg, compiled=lambda a, b: a * (b > 0))(gate)
+
+
+def test_reloading_the_builtins_keeps_the_registry():
+    import importlib
+
+    import mlpgraph.builtins
+
+    before = {p.name: p for p in REGISTRY}
+    importlib.reload(mlpgraph.builtins)  # the same declarations again: accepted, unchanged
+    assert {p.name: p for p in REGISTRY} == before
