@@ -18,10 +18,11 @@ or a live model (:class:`distill.teacher.LiveTeacher`).
 from __future__ import annotations
 
 import inspect
+import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -147,98 +148,143 @@ def _save_checkpoint(folder: Path, state: dict[str, Any], keep: int) -> None:
         old.unlink(missing_ok=True)
 
 
-def train_loop(model: nn.Module, step_loss: StepLoss, lengths: np.ndarray, config: TrainConfig,
-               *, extra_modules: Sequence[nn.Module] = (),
-               on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Run ``config``'s schedule; ``step_loss(batch_indices, rng)`` returns a dict of loss
-    terms with ``"total"`` (``rng`` is the run's checkpointed ``random.Random``)."""
-    device = resolve_device(config.device)
-    total = config.total_steps(len(lengths))
-    modules = [m.to(device) for m in (model, *extra_modules)]
+@dataclass
+class _Loop:
+    """Everything one run trains and checkpoints (see :func:`train_loop`)."""
+
+    model: nn.Module
+    extra: Sequence[nn.Module]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    rng: random.Random
+    result: TrainResult
+    identity: dict[str, Any]
+
+
+def _setup(model: nn.Module, extra: Sequence[nn.Module], config: TrainConfig,
+           device: torch.device, num_examples: int) -> _Loop:
+    total = config.total_steps(num_examples)
+    modules = [m.to(device) for m in (model, *extra)]
     optimizer = make_optimizer(modules, config.lr, config.weight_decay)
     scheduler = linear_schedule(optimizer, round(config.warmup_ratio * total), total)
     amp_dtype = None
     if device.type == "cuda" and config.mixed_precision:
         amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    rng = random.Random(config.seed)
-    result = TrainResult(steps=0, total_steps=total)
     identity = {"total_steps": total, "seed": config.seed, "batch_size": config.batch_size,
-                "num_examples": len(lengths)}
+                "num_examples": num_examples}
+    return _Loop(model, extra, optimizer, scheduler, scaler, amp_dtype,
+                 random.Random(config.seed), TrainResult(steps=0, total_steps=total), identity)
+
+
+def _resume(loop: _Loop, config: TrainConfig) -> None:
+    """Restore the newest checkpoint of ``config.checkpoint_dir`` (or seed a fresh run)."""
     folder = Path(config.checkpoint_dir) if config.checkpoint_dir else None
     found = _checkpoints(folder) if folder and config.resume and folder.is_dir() else []
-    if found:
-        state = torch.load(found[-1], map_location="cpu", weights_only=True)
-        if state["identity"] != identity:
-            raise TrainingError(f"checkpoint {found[-1]} belongs to a run with settings "
-                                f"{state['identity']}, not {identity}; use another "
-                                "checkpoint_dir or resume=False")
-        model.load_state_dict(state["model"])
-        for m, s in zip(extra_modules, state["extra"], strict=True):
-            m.load_state_dict(s)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        rng.setstate(state["py_rng"])
-        result.history, result.steps = state["history"], state["step"]
-        result.resumed_from = state["step"]
-    else:
+    if not found:
         torch.manual_seed(config.seed)
-    for m in modules:
+        return
+    state = torch.load(found[-1], map_location="cpu", weights_only=True)
+    if state["identity"] != loop.identity:
+        raise TrainingError(f"checkpoint {found[-1]} belongs to a run with settings "
+                            f"{state['identity']}, not {loop.identity}; use another "
+                            "checkpoint_dir or resume=False")
+    loop.model.load_state_dict(state["model"])
+    for m, s in zip(loop.extra, state["extra"], strict=True):
+        m.load_state_dict(s)
+    loop.optimizer.load_state_dict(state["optimizer"])
+    loop.scheduler.load_state_dict(state["scheduler"])
+    loop.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    loop.rng.setstate(state["py_rng"])
+    loop.result.history, loop.result.steps = state["history"], state["step"]
+    loop.result.resumed_from = state["step"]
+
+
+def _checkpoint(loop: _Loop, config: TrainConfig) -> None:
+    """Write the loop's state after ``loop.result.steps`` steps (keeping the newest few)."""
+    _save_checkpoint(Path(config.checkpoint_dir), {
+        "step": loop.result.steps, "identity": loop.identity, "model": loop.model.state_dict(),
+        "extra": [m.state_dict() for m in loop.extra],
+        "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+        "scaler": loop.scaler.state_dict(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "py_rng": loop.rng.getstate(), "history": loop.result.history}, config.keep_checkpoints)
+
+
+def _step(loop: _Loop, step_loss: StepLoss, indices: np.ndarray, device: torch.device,
+          max_grad_norm: float) -> dict[str, float] | None:
+    """One optimizer step on ``indices``; the loss terms, or None when it diverged."""
+    with torch.autocast(device.type, dtype=loop.amp_dtype or torch.float32,
+                        enabled=loop.amp_dtype is not None):
+        terms = step_loss(indices, loop.rng)
+    loss = terms["total"]
+    if not torch.isfinite(loss.detach()):
+        return None
+    loop.scaler.scale(loss).backward()
+    loop.scaler.unscale_(loop.optimizer)
+    params = [p for g in loop.optimizer.param_groups for p in g["params"]]
+    norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if not torch.isfinite(norm) and loop.amp_dtype != torch.float16:
+        return None
+    loop.scaler.step(loop.optimizer)
+    loop.scaler.update()
+    loop.scheduler.step()
+    loop.optimizer.zero_grad(set_to_none=True)
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def _batches(lengths: np.ndarray, config: TrainConfig) -> Iterator[tuple[int, np.ndarray]]:
+    """``(step, indices)`` of every step of the schedule, epoch after epoch."""
+    per_epoch = math.ceil(len(lengths) / config.batch_size)
+    epoch = -1
+    order: list[np.ndarray] = []
+    for step in itertools.count():
+        e, pos = divmod(step, per_epoch)
+        if e != epoch:
+            epoch, order = e, batch_order(lengths, config.batch_size, config.seed, e,
+                                          config.group_by_length)
+        yield step, order[pos]
+
+
+def train_loop(model: nn.Module, step_loss: StepLoss, lengths: np.ndarray, config: TrainConfig,
+               *, extra_modules: Sequence[nn.Module] = (),
+               on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Run ``config``'s schedule; ``step_loss(batch_indices, rng)`` returns a dict of loss
+    terms with ``"total"`` (``rng`` is the run's checkpointed ``random.Random``)."""
+    device = resolve_device(config.device)
+    loop = _setup(model, extra_modules, config, device, len(lengths))
+    _resume(loop, config)
+    result, total = loop.result, loop.result.total_steps
+    for m in (model, *extra_modules):
         m.train()
     bar = tqdm(total=total, initial=result.steps, desc=config.desc, unit="step",
                disable=not config.progress, dynamic_ncols=True)
     start, seen, window = time.perf_counter(), 0, []
-    epoch_batches: dict[int, list[np.ndarray]] = {}
-    step = result.steps
-    while step < total:
-        epoch, pos = divmod(step, math.ceil(len(lengths) / config.batch_size))
-        if epoch not in epoch_batches:
-            epoch_batches = {epoch: batch_order(lengths, config.batch_size, config.seed, epoch,
-                                                config.group_by_length)}
-        indices = epoch_batches[epoch][pos]
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            terms = step_loss(indices, rng)
-        loss = terms["total"]
-        if not torch.isfinite(loss.detach()):
+    for step, indices in itertools.islice(_batches(lengths, config), result.steps, total):
+        terms = _step(loop, step_loss, indices, device, config.max_grad_norm)
+        if terms is None:
             result.diverged, result.diverged_step = True, step
             break
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        if not torch.isfinite(norm) and amp_dtype != torch.float16:
-            result.diverged, result.diverged_step = True, step
-            break
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step, seen = step + 1, seen + len(indices)
-        window.append({k: float(v.detach()) for k, v in terms.items()})
-        if step % config.log_every == 0 or step == total:
+        result.steps, seen = step + 1, seen + len(indices)
+        window.append(terms)
+        if result.steps % config.log_every == 0 or result.steps == total:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-            result.history.append({"step": step, "lr": scheduler.get_last_lr()[0], **mean})
+            result.history.append({"step": result.steps,
+                                   "lr": loop.scheduler.get_last_lr()[0], **mean})
             window = []
             rate = seen / max(1e-9, time.perf_counter() - start)
             bar.set_postfix(loss=f"{mean['total']:.4g}", ex_s=f"{rate:.0f}")
         bar.update(1)
-        result.steps = step
-        if folder and config.checkpoint_every and (step % config.checkpoint_every == 0
-                                                   or step == total):
-            _save_checkpoint(folder, {
-                "step": step, "identity": identity, "model": model.state_dict(),
-                "extra": [m.state_dict() for m in extra_modules],
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "py_rng": rng.getstate(), "history": result.history}, config.keep_checkpoints)
+        if config.checkpoint_dir and config.checkpoint_every and (
+                result.steps % config.checkpoint_every == 0 or result.steps == total):
+            _checkpoint(loop, config)
         if on_step is not None:
-            on_step(step, window[-1] if window else result.history[-1])
+            on_step(result.steps, terms)
     bar.close()
     result.wall_seconds = time.perf_counter() - start
     result.examples_per_second = seen / max(1e-9, result.wall_seconds)
@@ -247,7 +293,7 @@ def train_loop(model: nn.Module, step_loss: StepLoss, lengths: np.ndarray, confi
     if result.diverged:
         tqdm.write(f"[{config.desc}] diverged at step {result.diverged_step}: non-finite loss "
                    "or gradient; lower the learning rate or check the inputs")
-    for m in modules:
+    for m in (model, *extra_modules):
         m.eval()
     return result
 
@@ -326,16 +372,6 @@ def general_distill(model: nn.Module, teacher: Teacher, config: TrainConfig, *,
     kd = kd_loss or KDLoss.for_models(model.config, teacher.config,
                                       weights=KDWeights.pretraining())
     return distill(model, teacher, kd, config, sampler=sampler, on_step=on_step), kd
-
-
-def task_distill(model: nn.Module, teacher: Teacher, config: TrainConfig, *,
-                 kd_loss: KDLoss | None = None, label_weight: float = 0.0,
-                 on_step: Callable[[int, dict[str, float]], None] | None = None
-                 ) -> tuple[TrainResult, KDLoss]:
-    """Task KD with every term (attention, hidden, embedding, prediction) against a
-    fine-tuned teacher's outputs (``label_weight``: see :func:`distill`)."""
-    kd = kd_loss or KDLoss.for_models(model.config, teacher.config, weights=KDWeights.task())
-    return distill(model, teacher, kd, config, label_weight=label_weight, on_step=on_step), kd
 
 
 def _label_loss(logits: torch.Tensor, labels: torch.Tensor, is_regression: bool) -> torch.Tensor:
