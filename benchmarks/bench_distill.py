@@ -83,7 +83,7 @@ def student_nokd(seed: int, train: Any, splits: dict[str, Any], args: argparse.N
 
 
 def student_kd(seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    from distill.cli import distill_student
+    from distill.pipeline import distill_student
 
     start = time.perf_counter()
     out = distill_student(STUDENT, TASK, seed=seed, warmup_epochs=args.warmup_epochs,

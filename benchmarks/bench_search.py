@@ -37,12 +37,12 @@ from typing import Any
 
 import torch
 from common import summary, wait_for_others  # benchmarks/common.py
+from searcher.stages import STANDARD_FFN, Stage1, default_base, quick_preset
 
 import mlpgraph
 from searcher.budget import LatencyMeter
 from searcher.candidate import Candidate, LayerGene
 from searcher.run import STUDENT, Context, final_compare, prepare, run_stage, warm_supernet
-from searcher.stages import STANDARD_FFN, Stage1, default_base, quick_preset
 
 RESULTS = Path(__file__).parent / "results"
 CONTROLLERS = ("evolution", "paper", "random")

@@ -46,7 +46,7 @@ import hashlib
 import html
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -87,39 +87,42 @@ class TaskSpec:
     train_split: str = "train"
     eval_splits: tuple[str, ...] = ("validation",)
     test_splits: tuple[str, ...] = ("test",)
-    source: str = "glue"  # "glue" or "sentiment"
+    max_length: int = 128  # default truncation in tokens
+    loader: Callable[[TaskSpec, str | Path | None], datasets.DatasetDict] | None = field(
+        default=None, compare=False, repr=False)  # (spec, cache_dir) -> the splits
+    unlabeled_text: Callable[[TaskSpec, str | Path | None], Iterator[str]] | None = field(
+        default=None, compare=False, repr=False)  # general-KD text (None: the train texts)
+    assets: tuple[str, ...] = ()  # offline assets the loaders need (distill.assets)
 
     @property
     def is_pair(self) -> bool:
         return len(self.text_columns) == 2
 
+    def load(self, cache_dir: str | Path | None = None) -> datasets.DatasetDict:
+        """The task's ``DatasetDict`` (every split the loader provides)."""
+        if self.loader is None:
+            raise DatasetUnavailableError(f"task {self.name!r} has no loader; register it with "
+                                          "register_task(TaskSpec(..., loader=fn))")
+        return self.loader(self, cache_dir)
 
-def _glue(name: str, cols: tuple[str, ...], labels: tuple[str, ...], **kw: Any) -> TaskSpec:
-    return TaskSpec(name, cols, max(len(labels), 1), not labels, GLUE_METRICS[name], labels, **kw)
+    def unlabeled(self, cache_dir: str | Path | None = None) -> Iterator[str]:
+        """Sentences for general KD that hold no evaluation or test text: the task's own
+        source of unlabeled text, or else the texts of its training split."""
+        if self.unlabeled_text is not None:
+            yield from self.unlabeled_text(self, cache_dir)
+            return
+        train = self.load(cache_dir)[self.train_split]
+        for col in self.text_columns:
+            yield from train[col]
 
 
-GLUE_TASKS: dict[str, TaskSpec] = {t.name: t for t in (
-    _glue("cola", ("sentence",), ("unacceptable", "acceptable")),
-    _glue("sst2", ("sentence",), ("negative", "positive")),
-    _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent")),
-    _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate")),
-    _glue("stsb", ("sentence1", "sentence2"), ()),
-    _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-          eval_splits=("validation_matched", "validation_mismatched"),
-          test_splits=("test_matched", "test_mismatched")),
-    _glue("qnli", ("question", "sentence"), ("entailment", "not_entailment")),
-    _glue("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
-    _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
-)}
-SENTIMENT_TASKS: dict[str, TaskSpec] = {}
-for _src in SENTIMENT_SOURCES:
-    SENTIMENT_TASKS[f"{_src}_binary"] = TaskSpec(
-        f"{_src}_binary", ("sentence",), 2, False, ("accuracy", "f1"), ("negative", "positive"),
-        eval_splits=("heldout",), test_splits=("test",), source="sentiment")
-    SENTIMENT_TASKS[f"{_src}_rating"] = TaskSpec(
-        f"{_src}_rating", ("sentence",), 1, True, ("pearson", "spearman"),
-        eval_splits=("heldout",), test_splits=("test",), source="sentiment")
-TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **SENTIMENT_TASKS}
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add a task to :data:`TASKS` (its name must be new); return it."""
+    if spec.name.lower() in TASKS:
+        raise ValueError(f"a task named {spec.name!r} is already registered; choose another "
+                         "name")
+    TASKS[spec.name.lower()] = spec
+    return spec
 
 
 def get_task_spec(name: str) -> TaskSpec:
@@ -293,7 +296,7 @@ def load_glue(task: str, data_files: Mapping[str, str | Path] | None = None,
     (online, or from the HF cache when offline).
     """
     spec = get_task_spec(task)
-    if spec.source != "glue":
+    if spec.name not in GLUE_METRICS:
         raise ValueError(f"{task!r} is not a GLUE task; use load_sentiment_task")
     cache = str(cache_dir) if cache_dir is not None else None
     if data_files:
@@ -307,6 +310,51 @@ def load_glue(task: str, data_files: Mapping[str, str | Path] | None = None,
             f"e.g. load_glue({spec.name!r}, data_files={{'train': 'train.tsv', "
             f"'{spec.eval_splits[0]}': 'dev.tsv'}}) with columns "
             f"{list(spec.text_columns) + ['label', 'idx']}") from exc
+
+
+# ----------------------------------------------------------------------------- the registry
+def _load_glue_task(spec: TaskSpec, cache_dir: str | Path | None) -> datasets.DatasetDict:
+    return load_glue(spec.name, cache_dir=cache_dir)
+
+
+def _load_sentiment(spec: TaskSpec, cache_dir: str | Path | None) -> datasets.DatasetDict:
+    return load_sentiment_task(spec.name, cache_dir)
+
+
+def _sentiment_text(spec: TaskSpec, cache_dir: str | Path | None) -> Iterator[str]:
+    return iter_unlabeled_text(cache_dir, include_austen=False, exclude_movie_eval=True)
+
+
+def _glue(name: str, cols: tuple[str, ...], labels: tuple[str, ...], **kw: Any) -> TaskSpec:
+    return TaskSpec(name, cols, max(len(labels), 1), not labels, GLUE_METRICS[name], labels,
+                    loader=_load_glue_task, **kw)
+
+
+GLUE_TASKS: dict[str, TaskSpec] = {t.name: t for t in (
+    _glue("cola", ("sentence",), ("unacceptable", "acceptable")),
+    _glue("sst2", ("sentence",), ("negative", "positive")),
+    _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent")),
+    _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate")),
+    _glue("stsb", ("sentence1", "sentence2"), ()),
+    _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+          eval_splits=("validation_matched", "validation_mismatched"),
+          test_splits=("test_matched", "test_mismatched")),
+    _glue("qnli", ("question", "sentence"), ("entailment", "not_entailment")),
+    _glue("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
+    _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
+)}
+SENTIMENT_TASKS: dict[str, TaskSpec] = {}
+for _src in SENTIMENT_SOURCES:
+    SENTIMENT_TASKS[f"{_src}_binary"] = TaskSpec(
+        f"{_src}_binary", ("sentence",), 2, False, ("accuracy", "f1"), ("negative", "positive"),
+        eval_splits=("heldout",), test_splits=("test",), max_length=64, loader=_load_sentiment,
+        unlabeled_text=_sentiment_text, assets=("movies",))
+    SENTIMENT_TASKS[f"{_src}_rating"] = TaskSpec(
+        f"{_src}_rating", ("sentence",), 1, True, ("pearson", "spearman"),
+        eval_splits=("heldout",), test_splits=("test",), max_length=64, loader=_load_sentiment,
+        unlabeled_text=_sentiment_text, assets=("movies",))
+TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **SENTIMENT_TASKS}
+
 
 
 # ----------------------------------------------------------------------------- tokenization

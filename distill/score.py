@@ -23,7 +23,7 @@ Making the warmed-up supernet (``budget.supernet``) once, before a search::
 Everything expensive is cached per process: the supernet, the tokenized splits and the
 teacher outputs (these also on disk), so calling :func:`score` many times is cheap.
 Results are deterministic for a seed (except the measured latency). A non-finite loss
-gives ``diverged=True`` and ``score=-inf``; it does not raise.
+gives ``diverged=True``; it does not raise.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +39,13 @@ import numpy as np
 import torch
 from torch import nn
 
-import mlpgraph
-
-from .assets import offline_env
 from .config import LayerSpec, as_layer_spec
 from .data import get_task_spec
 from .encode import EncodedTexts, encode_split
 from .errors import ConfigError, TeacherError
-from .losses import KDLoss, KDWeights
+from .losses import KDWeights
+from .pipeline import Phase, kd_layers, kd_phase, teacher_dims, teacher_outputs
+from .result import ScoreResult
 from .student import count_parameters
 from .supernet import Supernet
 from .teacher import (
@@ -55,13 +54,12 @@ from .teacher import (
     is_finetuned,
     load_task,
     load_tokenizer,
-    teacher_dims,
 )
-from .teacher_cache import TeacherOutputs, cache_teacher_outputs
-from .train import TrainConfig, distill, evaluate, load_fit_dense
+from .teacher_cache import TeacherOutputs
+from .train import TrainConfig, evaluate
 
 _SUPERNETS: dict[tuple, Supernet] = {}
-_SPLITS: dict[tuple, tuple[EncodedTexts, EncodedTexts, Any]] = {}
+_SPLITS: dict[tuple, tuple[EncodedTexts, EncodedTexts]] = {}
 _OUTPUTS: dict[tuple, TeacherOutputs] = {}
 
 
@@ -89,36 +87,15 @@ class ScoreBudget:
     progress: bool = False
 
 
-@dataclass
-class ScoreResult:
-    score: float  # the task's first metric on the held-out slice; -inf when diverged
-    metric: str
-    params: int
-    latency_ms: float  # median forward time of the candidate on the fixed batch
-    steps: int
-    wall_seconds: float
-    diverged: bool = False
-    final_loss: float = float("nan")
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (non-finite numbers become None)."""
-        out = asdict(self)
-        for k in ("score", "final_loss", "latency_ms"):
-            if not math.isfinite(out[k]):
-                out[k] = None
-        return out
-
-
 def candidate_specs(candidate: Any) -> list[LayerSpec]:
     """Layer specs from a StudentConfig, an object with ``layers``, or a sequence of
-    LayerSpec / dicts / ``(expr, stacks, d_inner)`` / objects with those attributes."""
+    LayerSpec / dicts / ``(graph or expr, stacks, d_inner)`` / objects with ``graph``,
+    ``stacks`` and ``d_inner``."""
     layers = candidate.layers if hasattr(candidate, "layers") else candidate
     out = []
     for i, spec in enumerate(layers):
-        if not isinstance(spec, LayerSpec | dict | list | tuple) and hasattr(spec, "expr"):
-            expr = spec.expr if isinstance(spec.expr, str) else mlpgraph.format(spec.expr)
-            spec = LayerSpec(expr, spec.stacks, spec.d_inner)
+        if not isinstance(spec, LayerSpec | dict | list | tuple) and hasattr(spec, "graph"):
+            spec = (spec.graph, spec.stacks, spec.d_inner)
         out.append(as_layer_spec(spec, i))
     return out
 
@@ -171,10 +148,10 @@ def _splits(budget: ScoreBudget, teacher: Path, data: Any) -> tuple[EncodedTexts
     """(training rows, held-out rows). Tasks without a ``heldout`` split (GLUE) hold out
     the last ``heldout_size`` rows of ``train``, as the paper holds out the end of MNLI train."""
     max_length = budget.max_length or default_max_length(budget.task)
-    key = (budget.task, str(teacher), max_length, id(data), str(budget.cache_dir),
-           budget.heldout_size)
+    spec = get_task_spec(budget.task)
+    key = (budget.task, str(teacher), max_length, _data_key(data, (spec.train_split, "heldout")),
+           str(budget.cache_dir), budget.heldout_size)
     if key not in _SPLITS:
-        spec = get_task_spec(budget.task)
         ds = data if data is not None else load_task(budget.task, budget.cache_dir)
         tok = load_tokenizer(teacher)
         train = encode_split(ds[spec.train_split], tok, spec, max_length)
@@ -186,28 +163,28 @@ def _splits(budget: ScoreBudget, teacher: Path, data: Any) -> tuple[EncodedTexts
                 raise ConfigError("budget.heldout_size", f"{budget.heldout_size} held-out rows "
                                   f"leave no training rows of {len(train)}")
             train, held = train.subset(np.arange(cut)), train.subset(np.arange(cut, len(train)))
-        _SPLITS[key] = (train, held, data)  # keeps `data` alive, so its id stays unique
-    train, held, _ = _SPLITS[key]
-    return train, held
+        _SPLITS[key] = (train, held)
+    return _SPLITS[key]
+
+
+def _data_key(data: Any, names: tuple[str, ...]) -> str | None:
+    """What identifies injected task data: the ``datasets`` fingerprints of the splits
+    ``names`` that scoring reads (no other split is touched)."""
+    if data is None:
+        return None
+    return "|".join(f"{name}:{getattr(data[name], '_fingerprint', len(data[name]))}"
+                    for name in names if name in data)
 
 
 def _outputs(budget: ScoreBudget, teacher: Path, train: EncodedTexts,
-             layer_map: dict[int, int]) -> TeacherOutputs:
-    layers = sorted(set(layer_map.values()))
-    key = (str(teacher), train.fingerprint(), tuple(layers), str(budget.cache_dir))
+             config: Any) -> TeacherOutputs:
+    key = (str(teacher), train.fingerprint(), tuple(kd_layers(config, teacher_dims(teacher))),
+           str(budget.cache_dir))
     if key not in _OUTPUTS:
-        _OUTPUTS[key] = cache_teacher_outputs(
-            teacher, train, hidden_layers=[0, *layers], attention_layers=layers,
-            name=f"{budget.task}-train", cache_dir=budget.cache_dir, device=budget.device,
-            progress=budget.progress)
+        _OUTPUTS[key] = teacher_outputs(teacher, train, config, name=f"{budget.task}-train",
+                                        cache_dir=budget.cache_dir, device=budget.device,
+                                        progress=budget.progress)
     return _OUTPUTS[key]
-
-
-def _teacher_config(teacher: Path) -> Any:
-    from transformers import AutoConfig
-
-    with offline_env():
-        return teacher_dims(AutoConfig.from_pretrained(str(teacher), local_files_only=True))
 
 
 def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResult:
@@ -229,34 +206,27 @@ def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResu
     teacher = _teacher_dir(budget, data)
     train, held = _splits(budget, teacher, data)
     held = held.subset(np.arange(min(budget.heldout_size, len(held))))
-    steps, diverged, final_loss = 0, False, float("nan")
+    steps, diverged, train_loss = 0, False, None
     if not budget.no_training and budget.kd_steps > 0:
-        kd = KDLoss.for_models(student.config, _teacher_config(teacher), weights=KDWeights.task())
-        if budget.supernet is not None:
-            load_fit_dense(kd, budget.supernet)
         rows = np.arange(lo, min(hi, len(train)))
         if len(rows) == 0:
             raise ConfigError("budget.train_slice", f"{budget.train_slice} selects no rows of "
                               f"the {len(train)}-row training split")
-        outputs = _outputs(budget, teacher, train, kd.layer_map).subset(rows)
-        result = distill(student, outputs, kd, TrainConfig(
+        outputs = _outputs(budget, teacher, train, student.config).subset(rows)
+        result, _ = kd_phase(student, outputs, Phase("score", KDWeights.task(), TrainConfig(
             max_steps=budget.kd_steps, batch_size=budget.batch_size, lr=budget.lr,
             seed=budget.seed, device=budget.device, warmup_ratio=budget.warmup_ratio,
-            progress=budget.progress, desc="score"))
-        steps, diverged, final_loss = result.steps, result.diverged, result.final_loss
+            progress=budget.progress, desc="score")), fit_dense=budget.supernet)
+        steps, diverged, train_loss = result.steps, result.diverged, result.final_loss
     metrics: dict[str, float] = {}
-    value = float("-inf")
     if not diverged:
         metrics = evaluate(student, held, spec.metric_names, is_regression=spec.is_regression,
                            batch_size=budget.eval_batch_size, device=budget.device)
-        value = metrics[spec.metric_names[0]]
-        if not math.isfinite(value):
-            diverged, value = True, float("-inf")
+        diverged = not all(map(math.isfinite, metrics.values()))
     latency = measure_latency(student, budget.latency_batch, budget.latency_repeats,
                               budget.device)
-    return ScoreResult(score=value, metric=spec.metric_names[0], params=params,
-                       latency_ms=latency, steps=steps, wall_seconds=time.perf_counter() - start,
-                       diverged=diverged, final_loss=final_loss, metrics=metrics)
+    return ScoreResult(metrics, params, latency, steps, time.perf_counter() - start, diverged,
+                       train_loss)
 
 
 def clear_caches() -> None:

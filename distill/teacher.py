@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .assets import default_cache_dir, ensure_asset, offline_env
-from .data import get_task_spec, load_glue, load_sentiment_task
+from .data import get_task_spec
 from .encode import EncodedTexts, encode_split
 from .errors import TeacherError, TrainingError
 from .train import MASK_FILL, TrainConfig, evaluate, finetune
@@ -223,13 +223,12 @@ class LiveTeacher:
 # ----------------------------------------------------------------------------- fine-tuning
 def load_task(task: str, cache_dir: str | Path | None = None) -> Any:
     """The ``DatasetDict`` of an embedded sentiment task or a GLUE task."""
-    spec = get_task_spec(task)
-    return (load_sentiment_task(spec.name, cache_dir) if spec.source == "sentiment"
-            else load_glue(spec.name, cache_dir=cache_dir))
+    return get_task_spec(task).load(cache_dir)
 
 
 def default_max_length(task: str) -> int:
-    return 64 if get_task_spec(task).source == "sentiment" else 128
+    """The task's default truncation length in tokens."""
+    return get_task_spec(task).max_length
 
 
 def finetuned_teacher_dir(task: str = "movie_binary", teacher_dir: str | Path | None = None, *,

@@ -8,6 +8,7 @@ import time
 import torch
 
 from . import cost, keys, parser, space
+from .cli_common import EXIT_CODES_HELP, Parents, positive_int, print_table
 from .interp import evaluate, random_weights
 from .simplify import simplify as simplify_graph
 
@@ -58,11 +59,8 @@ def _handler(args: argparse.Namespace) -> int:
     cols = ["layer", "expr", "stacks", "d_inner", "params", "mflops_per_token", "in_paper_space"]
     if not args.no_compile:
         cols.append("max_abs_err_vs_interpreter")
-    print("EfficientBERT's searched MLPs (paper, stage 2 + 3) at d_model =", args.d_model)
-    widths = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(_fmt(r[c]).ljust(widths[c]) for c in cols))
+    print_table(cols, [[r[c] for c in cols] for r in rows],
+                f"EfficientBERT's searched MLPs (paper, stage 2 + 3) at d_model = {args.d_model}")
     total = sum(r["params"] for r in rows if r["layer"] != "FFN")
     print(f"MLP parameters over the six layers: {total:,}")
     for r in rows:
@@ -70,17 +68,10 @@ def _handler(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    return str(v)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("paper", help="compile and check the paper's searched MLPs")
-    p.add_argument("--d-model", type=int, default=PAPER_D_MODEL)
+def register(subparsers: argparse._SubParsersAction, parents: Parents) -> None:
+    p = subparsers.add_parser("paper", help="compile and check the paper's searched MLPs",
+                              epilog=EXIT_CODES_HELP)
+    p.add_argument("--d-model", type=positive_int, default=PAPER_D_MODEL)
     p.add_argument("--backend", default="eager", help="backend used for the numeric check")
     p.add_argument("--no-compile", action="store_true", help="skip the module build check")
     p.set_defaults(func=_handler)

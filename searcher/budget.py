@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 import mlpgraph
 
-from .candidate import Candidate, LayerGene, graph_key
+from .candidate import Candidate, LayerGene, graph_key, seed_candidates
+from .config import ConstraintSpec, Pipeline, resolve_space
 from .errors import SearchConfigError
 
 T = TypeVar("T")
@@ -182,6 +183,26 @@ class Constraints:
             return False
         return True
 
+    @classmethod
+    def from_spec(cls, spec: ConstraintSpec, *, cache: dict[str, float] | None = None,
+                  on_measure: Callable[[str, float], None] | None = None) -> Constraints:
+        """The test a :class:`~searcher.config.ConstraintSpec` describes (``cache`` and
+        ``on_measure``: measured latencies reused from, and reported to, a journal)."""
+        if spec.student_config is not None:
+            params = ParamCounter.from_student_config(spec.student_config)
+            if spec.hidden is not None and spec.hidden != params.hidden:
+                params = ParamCounter(spec.hidden, params.non_mlp)
+        else:
+            params = ParamCounter(int(spec.hidden or 0), spec.non_mlp_params)
+        meter = None
+        if spec.latency_budget is not None:
+            meter = LatencyMeter(params.hidden, tokens=spec.latency_tokens,
+                                 repeats=spec.latency_repeats, proxy=spec.latency_proxy,
+                                 threads=spec.latency_threads, cache=cache,
+                                 on_measure=on_measure)
+        window = None if spec.param_window is None else ParamWindow(*spec.param_window)
+        return cls(params, window, meter, spec.latency_budget)
+
     def stats(self) -> dict[str, int]:
         return {"checked": self.checked, "rejected_params": self.rejected_params,
                 "rejected_latency": self.rejected_latency}
@@ -255,3 +276,28 @@ def pareto_front(items: Sequence[T], objectives: Callable[[T], Sequence[Any]]) -
     vals = [tuple(objectives(it)) for it in items]
     return [it for i, it in enumerate(items)
             if not any(dominates(vals[j], vals[i]) for j in range(len(items)) if j != i)]
+
+
+# ------------------------------------------------------------- a run's constraints
+def derive_constraints(pipeline: Pipeline, student_config: Any
+                       ) -> tuple[ConstraintSpec, list[str]]:
+    """The constraints of a run (see :class:`~searcher.config.BudgetSpec`) for
+    ``student_config``, and the ``"s x ratio"`` of the standard FFNs that define the window."""
+    space = resolve_space(pipeline.space)
+    counter = ParamCounter.from_student_config(student_config)
+    lo, hi = pipeline.budget.mlp_width
+    seeds = [c for c in seed_candidates(space, pipeline.student.num_layers)
+             if lo <= float(c.layers[0].stacks * c.layers[0].ratio) <= hi]
+    if not seeds:
+        raise SearchConfigError("budget.mlp_width", f"({lo}, {hi}) admits no standard FFN: "
+                                "s x ratio takes values such as 0.25, 0.5, 1, 2; widen it")
+    sizes = [counter(c) for c in seeds]
+    proxy = pipeline.budget.latency or "flops"
+    latency = None
+    if pipeline.budget.latency is not None:
+        meter = LatencyMeter(counter.hidden, proxy=proxy)
+        latency = pipeline.budget.latency_factor * max(meter(c) for c in seeds)
+    spec = ConstraintSpec(student_config=None, hidden=counter.hidden,
+                          non_mlp_params=counter.non_mlp, param_window=(min(sizes), max(sizes)),
+                          latency_budget=latency, latency_proxy=proxy)
+    return spec, [f"{c.layers[0].stacks}x{c.layers[0].ratio}" for c in seeds]

@@ -161,7 +161,7 @@ class Candidate:
     def spec(self, hidden: int) -> CandidateSpec:
         """The scorer's input at model width ``hidden``."""
         return CandidateSpec(self.id, hidden, tuple(
-            LayerChoice(g.expr, g.stacks, g.d_inner(hidden)) for g in self.layers))
+            LayerChoice(g.graph, g.stacks, g.d_inner(hidden)) for g in self.layers))
 
     def violations(self, space: Space) -> list[str]:
         """Every way this candidate is outside ``space`` (``"layer 2: ..."`` strings)."""

@@ -1,15 +1,16 @@
-"""``efficientbert run`` (the whole job) and ``efficientbert report RUN_DIR``.
+"""``efficientbert run`` (the whole job), ``report RUN_DIR`` and ``config``.
 
-:func:`register` adds both subcommands to an ``add_subparsers()`` object (the top-level
-``efficientbert`` parser wires it in); :func:`main` runs them standalone::
+:func:`register` adds the subcommands to the top-level parser (``searcher/cli.py``)::
 
-    python -m searcher.cli_run run --preset quick
-    python -m searcher.cli_run report runs/quick-20250101-120000
+    efficientbert run --preset quick --out runs/q0
+    efficientbert report runs/q0
+    efficientbert config --schema
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -17,7 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mlpgraph.cli_common import EXIT_CODES_HELP, Parents, positive_int
+
+from .errors import SearchError
+
 STAGE_CHOICES = (1, 2, 3)
+PRESET_NAMES = ("quick", "full")
 
 
 def parse_stages(text: str) -> list[int]:
@@ -31,63 +37,6 @@ def parse_stages(text: str) -> list[int]:
     if not out or bad:
         raise argparse.ArgumentTypeError(f"--stages {text!r}: stages are 1, 2 and 3")
     return out
-
-
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}f}"
-    return f"{v:,}" if isinstance(v, int) else str(v)
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain fixed-width text table."""
-    cells = [list(header)] + [[_fmt(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def summary(results: dict[str, Any]) -> str:
-    """The final terminal summary: timings, stages, and the test comparison table."""
-    t, teacher = results["timings"], results.get("teacher", {})
-    caches = results.get("caches", {})
-    out = [f"run folder: {results['run_dir']}",
-           f"teacher:    {'reused from the cache' if teacher.get('reused') else 'fine-tuned now'}"
-           f" ({t.get('teacher', 0):.0f} s) {teacher.get('folder', '')}",
-           f"caches:     teacher outputs {'reused' if caches.get('reused') else 'computed'} "
-           f"({t.get('teacher_output_caches', 0):.0f} s); assets {t.get('assets', 0):.0f} s",
-           f"wall time:  {t['total'] / 60:.1f} min in all; {t['job_excluding_one_time'] / 60:.1f}"
-           " min excluding assets, teacher fine-tune and teacher-output caches", ""]
-    stage_rows = [(f"stage {s['stage']}", s["evaluations"], s["best_score"],
-                   s.get("base_score"), f"{s['dedupe']['hit_rate']:.0%}",
-                   f"{s['seconds']:.0f}", s["describe"])
-                  for s in results["stages"]]
-    out.append(table(("stage", "evals", "best held-out", "start score", "dedupe", "seconds",
-                      "winner (expr @ s x ratio per layer)"), stage_rows))
-    steps = {k: f"{v:.0f}s" for k, v in t.items() if k.startswith(("warmup", "rewarm", "final"))}
-    out += ["", "warm-up / final KD: " + ", ".join(f"{k} {v}" for k, v in steps.items()), ""]
-    final = results["final"]
-    names = {"teacher": "teacher (fine-tuned MiniLM)", "winner": "searched winner",
-             "baseline": "standard FFN, same shape"}
-    rows = []
-    for key in ("teacher", "winner", "baseline"):
-        if key in final:
-            r = final[key]
-            rows.append((names[key], r["params"], r.get("mlp_mflops"), r["latency_ms"],
-                         r["heldout"].get("accuracy"), r["test"].get("accuracy"),
-                         r["test"].get("f1")))
-    out.append(table(("model", "params", "MLP MFLOPs", "latency ms", "heldout acc", "TEST acc",
-                      "TEST f1"), rows))
-    if "winner" in final and "baseline" in final:
-        d = final["winner"]["test"]["accuracy"] - final["baseline"]["test"]["accuracy"]
-        out.append(f"\nwinner - baseline on TEST: {d:+.4f} accuracy (one seed; see "
-                   "benchmarks/results/search.md for the spread over seeds)")
-    if results.get("report"):
-        out.append(f"report: {results['report']}")
-    return "\n".join(out)
 
 
 class SearchProgress:
@@ -134,109 +83,108 @@ class SearchProgress:
 
 
 # ----------------------------------------------------------------------- handlers
-def _errors() -> tuple[type[BaseException], ...]:
-    from distill.errors import EfficientBertError
-    from mlpgraph import MLPGraphError
-
-    from .errors import SearchError
-
-    return (EfficientBertError, SearchError, MLPGraphError)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from .candidate import Candidate
+    from .config import ExecutorSpec, load_pipeline
     from .run import run_pipeline
-    from .stages import load_pipeline
+    from .summary import print_summary
 
-    try:
-        pipeline = load_pipeline(args.preset, args.config)
-        if args.seed is not None:
-            pipeline.seed = args.seed
-        if args.workers is not None:
-            pipeline.workers = args.workers
-        base = None
-        if args.base:
-            base = Candidate.from_json(Path(args.base).read_text(encoding="utf-8"))
-        run_dir = args.run_dir or Path("runs") / time.strftime(
-            f"{pipeline.name}-seed{pipeline.seed}-%Y%m%d-%H%M%S")
-        print(f"efficientbert run: preset {pipeline.name!r}, seed {pipeline.seed}, stages "
-              f"{args.stages}, backend {args.backend}, run folder {run_dir}", flush=True)
-        results = run_pipeline(pipeline, run_dir, stages=args.stages, resume=args.resume,
-                               backend=args.backend, address=args.address,
-                               cache_dir=args.cache_dir, base=base,
-                               progress=not args.quiet,
-                               search_bar=lambda folder, total, desc: SearchProgress(
-                                   folder, total, desc, not args.quiet))
-    except _errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print("\n" + summary(results), flush=True)
-    diverged = [k for k, v in results["final"].items() if v.get("diverged")]
+    pipeline = load_pipeline(args.preset, args.pipeline)
+    changes: dict[str, Any] = {k: v for k, v in (("seed", args.seed), ("threads", args.threads),
+                                                 ("device", args.device)) if v is not None}
+    ex = {k: v for k, v in (("kind", args.executor), ("workers", args.workers),
+                            ("address", args.address)) if v is not None}
+    if ex:
+        changes["executor"] = ExecutorSpec.load({**pipeline.executor.dump(), **ex}, "executor")
+    if changes:
+        pipeline = pipeline.but(**changes)
+    base = None
+    if args.base:
+        base = Candidate.from_json(Path(args.base).read_text(encoding="utf-8"))
+    out = args.out or Path("runs") / time.strftime(
+        f"{pipeline.name}-seed{pipeline.seed}-%Y%m%d-%H%M%S")
+    print(f"efficientbert run: preset {pipeline.name!r}, seed {pipeline.seed}, stages "
+          f"{args.stages}, executor {pipeline.executor.kind}, run folder {out}", flush=True)
+    results = run_pipeline(pipeline, out, stages=args.stages, resume=args.resume,
+                           cache_dir=args.cache_dir, base=base, progress=not args.quiet,
+                           search_bar=lambda folder, total, desc: SearchProgress(
+                               folder, total, desc, not args.quiet))
+    print()
+    print_summary(results)
+    diverged = [k for k, v in results["final"].items()
+                if isinstance(v, dict) and v.get("diverged")]
     if diverged:
-        print(f"warning: final KD diverged for {diverged}", file=sys.stderr)
-        return 1
+        raise SearchError(f"final KD diverged for {diverged}; lower final.lr")
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    try:
-        path = write_report(args.run_dir)
-    except (*_errors(), FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"report written: {path}")
+    print(f"report written: {write_report(args.run_dir)}")
     return 0
 
 
-def register(subparsers: Any) -> None:
-    """Add ``run`` and ``report`` to an ``add_subparsers()`` object."""
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import load_pipeline, pipeline_schema
+
+    if args.schema:
+        print(json.dumps(pipeline_schema(), indent=2))
+    else:
+        print(load_pipeline(args.preset).to_json(), end="")
+    return 0
+
+
+def register(subparsers: Any, parents: Parents) -> None:
+    """Add ``run``, ``report`` and ``config`` to an ``add_subparsers()`` object."""
     p = subparsers.add_parser(
-        "run", help="the whole job: teacher, warm-up, 3-stage search, winner vs standard FFN",
-        description="Fetch/verify assets, fine-tune (or reuse) the teacher on the embedded "
-        "movie-review task, warm up the supernet, run the coarse-to-fine search, distill the "
-        "winner and compare it with the standard FFN of the same size on the test split. "
-        "Writes a run folder with the journal, configs, models, results.json and a report.")
-    p.add_argument("--preset", default="quick", choices=("quick", "full"),
+        "run", parents=[parents.runtime, parents.quiet],
+        help="the whole job: teacher, warm-up, 3-stage search, winner vs standard FFN",
+        description="Fetch/verify assets, fine-tune (or reuse) the teacher on the task, warm "
+        "up the supernet, run the coarse-to-fine search, distill the winner and compare it "
+        "with the standard FFN of the same size on the test split. Writes a run folder with "
+        "the journals, configs, models, results.json and a report. Every setting lives in a "
+        "pipeline file: `efficientbert config --preset quick` prints one to edit, "
+        "`efficientbert config --schema` its JSON schema.", epilog=EXIT_CODES_HELP)
+    p.add_argument("--preset", default="quick", choices=sorted(PRESET_NAMES),
                    help="quick: ~15 min on 2 CPU cores; full: a real machine")
-    p.add_argument("--config", default=None, metavar="PIPELINE_JSON",
+    p.add_argument("--pipeline", default=None, metavar="FILE",
                    help="a pipeline JSON file instead of the preset (see RUN_DIR/pipeline.json)")
-    p.add_argument("--run-dir", type=Path, default=None,
+    p.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",
                    help="run folder (default: runs/<preset>-seed<seed>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument("--seed", type=int, default=None, help="overrides the preset's seed (0)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=int, default=None, help="overrides the pipeline's seed")
     p.add_argument("--stages", type=parse_stages, default=[1, 2, 3], metavar="1,2,3",
                    help="stages to run; a later stage starts from the latest earlier winner "
-                   "in the run folder (or --base, or the preset's default base)")
+                   "in the run folder (or --base, or the pipeline's default base)")
     p.add_argument("--base", default=None, metavar="CANDIDATE_JSON",
                    help="base candidate for stages 2/3 when no earlier winner exists")
-    p.add_argument("--backend", default="local", choices=("local", "ray", "inline"),
+    p.add_argument("--executor", default=None, choices=("local", "ray", "inline"),
                    help="where candidates are scored (inline: this process, for debugging)")
-    p.add_argument("--address", default=None, help="Ray cluster address (with --backend ray)")
-    p.add_argument("--workers", type=int, default=None, help="parallel scorers (preset: 2)")
-    p.add_argument("--cache-dir", default=None,
-                   help="asset/teacher cache (default: $EFFICIENTBERT_CACHE or "
-                   "~/.cache/efficientbert)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="parallel scorers (default: the pipeline's)")
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("report", help="write RUN_DIR/report/index.html",
                               description="Render a run folder (or one search folder) as a "
-                              "self-contained HTML report with PNG/SVG figures.")
+                              "self-contained HTML report with PNG/SVG figures.",
+                              epilog=EXIT_CODES_HELP)
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=cmd_report)
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="efficientbert")
-    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
-    return parser
+    p = subparsers.add_parser("config", help="print a preset pipeline or the pipeline schema",
+                              description="Print a preset's pipeline JSON (edit it and pass "
+                              "it to `run --pipeline`), or the JSON schema of pipeline files.")
+    p.add_argument("--preset", default="quick", choices=sorted(PRESET_NAMES))
+    p.add_argument("--schema", action="store_true", help="print the JSON schema instead")
+    p.set_defaults(func=cmd_config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    from .cli import main as top
+
+    return top(argv)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,8 @@ class ScorerError(SearchError, RuntimeError):
 
 class WorkerError(SearchError, RuntimeError):
     """A worker backend that cannot start (e.g. Ray not installed or not reachable)."""
+
+
+class RunFolderError(SearchError, ValueError):
+    """A run folder that cannot be used as asked: ``--resume`` of a folder holding no run, a
+    new run into a folder that holds one, or a resume with other settings."""

@@ -24,14 +24,17 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from distill.result import ScoreResult
 
 from .errors import JournalError
 
 FILENAME = "journal.sqlite"
-FORMAT = "efficientbert.journal/1"
+_EVAL_COLUMNS = "rung, status, score, result, error, started_at, finished_at, worker"
+FORMAT = "efficientbert.journal/2"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,9 +44,8 @@ CREATE TABLE IF NOT EXISTS proposals (
     dup_of TEXT, proposed_at REAL NOT NULL, PRIMARY KEY (step, idx));
 CREATE TABLE IF NOT EXISTS evaluations (
     step INTEGER NOT NULL, idx INTEGER NOT NULL, rung INTEGER NOT NULL,
-    candidate_id TEXT NOT NULL, status TEXT NOT NULL, score REAL, params INTEGER,
-    latency REAL, extra TEXT, error TEXT, started_at REAL, finished_at REAL, worker TEXT,
-    PRIMARY KEY (step, idx, rung));
+    candidate_id TEXT NOT NULL, status TEXT NOT NULL, score REAL, result TEXT, error TEXT,
+    started_at REAL, finished_at REAL, worker TEXT, PRIMARY KEY (step, idx, rung));
 CREATE TABLE IF NOT EXISTS steps (
     step INTEGER PRIMARY KEY, committed_at REAL NOT NULL, summary TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state (
@@ -53,20 +55,32 @@ CREATE TABLE IF NOT EXISTS latency (key TEXT PRIMARY KEY, value REAL NOT NULL);
 
 
 @dataclass
-class EvalRecord:
-    """One scorer call's outcome: ``status`` is ``ok``, ``diverged``, ``failed`` (the scorer
-    raised or its worker died) or ``timeout``."""
+class Evaluation:
+    """One scorer call as the journal stores it: ``status`` is ``ok``, ``diverged``, ``failed``
+    (the scorer raised or its worker died) or ``timeout``; ``result`` is the scorer's
+    :class:`~distill.result.ScoreResult` (None when it failed); ``score`` the value of the
+    metric the search ranks by (None unless ok)."""
 
     rung: int
     status: str
+    result: ScoreResult | None = None
     score: float | None = None
-    params: int | None = None
-    latency_ms: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     started_at: float = 0.0
     finished_at: float = 0.0
     worker: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rung": self.rung, "status": self.status, "score": self.score,
+                "result": None if self.result is None else self.result.to_dict(),
+                "error": self.error, "started_at": self.started_at,
+                "finished_at": self.finished_at, "worker": self.worker}
+
+    @classmethod
+    def from_row(cls, r: tuple) -> Evaluation:
+        """From ``(rung, status, score, result, error, started_at, finished_at, worker)``."""
+        result = None if r[3] is None else ScoreResult.from_dict(json.loads(r[3]))
+        return cls(r[0], r[1], result, r[2], r[4], r[5] or 0.0, r[6] or 0.0, r[7] or "")
 
 
 @dataclass
@@ -81,9 +95,9 @@ class JournalRow:
     dup_of: str | None
     params: int | None  # from the budget check
     latency_ms: float | None  # the measured MLP-stack latency (budget check)
-    score: float | None  # at the highest rung reached
+    score: float | None  # the ranked metric at the highest rung reached
     rung: int | None
-    evaluations: list[dict[str, Any]]
+    evaluations: list[Evaluation]
     proposed_at: float
     finished_at: float | None
 
@@ -91,8 +105,14 @@ class JournalRow:
     def lineage(self) -> dict[str, Any]:
         return self.candidate.get("lineage", {})
 
+    @property
+    def result(self) -> ScoreResult | None:
+        """The scorer's result at the highest rung reached."""
+        return self.evaluations[-1].result if self.evaluations else None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**{k: v for k, v in asdict(self).items() if k != "evaluations"},
+                "evaluations": [e.to_dict() for e in self.evaluations]}
 
 
 class Journal:
@@ -164,14 +184,14 @@ class Journal:
                 [(step, i, cid, text, params, lat, now)
                  for i, (cid, text, params, lat) in enumerate(rows)])
 
-    def record_evaluation(self, step: int, idx: int, candidate_id: str, rec: EvalRecord) -> None:
+    def record_evaluation(self, step: int, idx: int, candidate_id: str, ev: Evaluation) -> None:
         """Write one finished scorer call (its own small transaction)."""
+        result = None if ev.result is None else json.dumps(ev.result.to_dict())
         with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO evaluations VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (step, idx, rec.rung, candidate_id, rec.status, rec.score, rec.params,
-                        rec.latency_ms, json.dumps(rec.extra), rec.error, rec.started_at,
-                        rec.finished_at, rec.worker))
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (step, idx, ev.rung, candidate_id, ev.status, ev.score, result,
+                        ev.error, ev.started_at, ev.finished_at, ev.worker))
 
     def commit_step(self, step: int, finals: list[tuple[str, str | None]], state: dict[str, Any],
                     summary: dict[str, Any]) -> None:
@@ -202,15 +222,10 @@ class Journal:
         row = self.db.execute("SELECT step, state FROM state WHERE id = 0").fetchone()
         return None if row is None else (int(row[0]), json.loads(row[1]))
 
-    def evaluations_of(self, step: int) -> dict[tuple[int, int], EvalRecord]:
+    def evaluations_of(self, step: int) -> dict[tuple[int, int], Evaluation]:
         """Finished scorer calls of ``step`` by ``(idx, rung)`` (read back on resume)."""
-        out = {}
-        for r in self.db.execute("SELECT idx, rung, status, score, params, latency, extra, error,"
-                                 " started_at, finished_at, worker FROM evaluations WHERE step = ?",
-                                 (step,)):
-            out[(r[0], r[1])] = EvalRecord(r[1], r[2], r[3], r[4], r[5], json.loads(r[6] or "{}"),
-                                           r[7], r[8] or 0.0, r[9] or 0.0, r[10] or "")
-        return out
+        return {(r[0], r[1]): Evaluation.from_row(r[1:]) for r in self.db.execute(
+            f"SELECT idx, {_EVAL_COLUMNS} FROM evaluations WHERE step = ?", (step,))}
 
     def committed_proposals(self) -> list[tuple[str, str, str | None]]:
         """``(candidate_json, status, dup_of)`` of committed steps, in order."""
@@ -219,14 +234,10 @@ class Journal:
 
     def read_all(self) -> list[JournalRow]:
         """Every proposal, oldest first, with its evaluations (see :class:`JournalRow`)."""
-        evals: dict[tuple[int, int], list[dict[str, Any]]] = {}
-        for r in self.db.execute("SELECT step, idx, rung, status, score, params, latency, extra,"
-                                 " error, started_at, finished_at, worker FROM evaluations "
+        evals: dict[tuple[int, int], list[Evaluation]] = {}
+        for r in self.db.execute(f"SELECT step, idx, {_EVAL_COLUMNS} FROM evaluations "
                                  "ORDER BY step, idx, rung"):
-            evals.setdefault((r[0], r[1]), []).append({
-                "rung": r[2], "status": r[3], "score": r[4], "params": r[5],
-                "latency_ms": r[6], "extra": json.loads(r[7] or "{}"), "error": r[8],
-                "started_at": r[9], "finished_at": r[10], "worker": r[11]})
+            evals.setdefault((r[0], r[1]), []).append(Evaluation.from_row(r[2:]))
         rows = []
         for r in self.db.execute("SELECT step, idx, candidate_id, candidate, params, latency, "
                                  "status, dup_of, proposed_at FROM proposals ORDER BY step, idx"):
@@ -235,9 +246,9 @@ class Journal:
             rows.append(JournalRow(
                 step=r[0], idx=r[1], candidate_id=r[2], candidate=json.loads(r[3]),
                 status=r[6], dup_of=r[7], params=r[4], latency_ms=r[5],
-                score=None if last is None else last["score"],
-                rung=None if last is None else last["rung"], evaluations=ev,
-                proposed_at=r[8], finished_at=None if last is None else last["finished_at"]))
+                score=None if last is None else last.score,
+                rung=None if last is None else last.rung, evaluations=ev,
+                proposed_at=r[8], finished_at=None if last is None else last.finished_at))
         return rows
 
     def summaries(self) -> list[dict[str, Any]]:

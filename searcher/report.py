@@ -7,12 +7,13 @@ loaded from the network), the winners' graphs per layer side by side
 (``winner_<section>.svg``, via :func:`mlpgraph.render`), the Pareto front (``pareto.png``),
 the best score over evaluations (``progress.png``), the lineage of the winners
 (``lineage.svg``: parent -> child edges labelled with the mutations), the dedupe hit rate
-(``dedupe.png``) and a table of every candidate.
+(``dedupe.png``) and a table of every candidate. The page is ``templates/report.html.j2``
+(jinja2) fed by the same results -> rows function as the terminal summary
+(:func:`searcher.summary.summarize`).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 import subprocess
@@ -21,30 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import mlpgraph
+from distill.result import higher_is_better
+from mlpgraph.cli_common import cell
 
 from .budget import pareto_front
 from .candidate import Candidate
 from .journal import FILENAME, Journal, JournalRow
-
-SORT_JS = """
-document.querySelectorAll('table.sortable th').forEach((th, col) => {
-  th.addEventListener('click', () => {
-    const body = th.closest('table').tBodies[0];
-    const rows = Array.from(body.rows);
-    const dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir > 0 ? 'asc' : 'desc';
-    const key = r => { const t = r.cells[col].dataset.v ?? r.cells[col].textContent;
-                       const n = parseFloat(t); return isNaN(n) ? t : n; };
-    rows.sort((a, b) => { const x = key(a), y = key(b);
-                          return (x > y ? 1 : x < y ? -1 : 0) * dir; });
-    rows.forEach(r => body.appendChild(r));
-  });
-});"""
-CSS = """body{font-family:sans-serif;margin:24px;max-width:1500px;color:#222}
-h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
-table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ddd;padding:3px 6px}
-th{background:#f1f3f5;cursor:pointer}td:first-child{white-space:nowrap}td.num{text-align:right;font-variant-numeric:tabular-nums}
-img{max-width:100%;border:1px solid #eee;margin:6px 0}.note{color:#555;font-size:13px}
-code{background:#f6f6f6;padding:1px 3px}"""
+from .summary import Summary, Table, summarize
 
 
 @dataclass
@@ -63,9 +47,18 @@ class Section:
         return [r for r in self.rows if r.status == "evaluated" and r.score is not None]
 
     @property
+    def rank_by(self) -> str:
+        return str(self.config.get("rank_by", "score"))
+
+    def fitness(self, row: JournalRow) -> tuple[int, float]:
+        """``(rung, score)`` with the score signed so that larger is better."""
+        sign = 1.0 if higher_is_better(self.rank_by) else -1.0
+        return (row.rung or 0, sign * (row.score or 0.0))
+
+    @property
     def winner(self) -> JournalRow | None:
         ok = self.scored
-        return max(ok, key=lambda r: r.score) if ok else None  # first of equals wins
+        return max(ok, key=self.fitness) if ok else None  # first of equals wins
 
     @property
     def hidden(self) -> int | None:
@@ -81,7 +74,7 @@ class Section:
 
 def model_latency(row: JournalRow) -> float | None:
     """The scorer's measured whole-model latency (ms) of the last evaluation, if any."""
-    return row.evaluations[-1].get("latency_ms") if row.evaluations else None
+    return row.result.latency_ms if row.result is not None else None
 
 
 def load_sections(run_dir: Path) -> list[Section]:
@@ -133,7 +126,7 @@ def draw_pareto(sections: list[Section], path: Path) -> Path:
         pts = [(r, lat) for r, lat in pts if lat is not None]
         ax.set_title(f"{sec.name}: score vs latency")
         ax.set_xlabel("measured model latency (ms)")
-        ax.set_ylabel("held-out score")
+        ax.set_ylabel(f"held-out {sec.rank_by}")
         if not pts:
             ax.text(0.5, 0.5, "no latency measured", ha="center", transform=ax.transAxes)
             continue
@@ -143,7 +136,8 @@ def draw_pareto(sections: list[Section], path: Path) -> Path:
         sc = ax.scatter([lat for _, lat in pts], [r.score for r, _ in pts], c=params, s=sizes,
                         cmap="viridis", alpha=0.8, edgecolors="none")
         fig.colorbar(sc, ax=ax, label="parameters")
-        front = pareto_front(pts, lambda p: (p[0].score, -p[1], -(p[0].params or 0)))
+        front = pareto_front(pts, lambda p, sec=sec: (sec.fitness(p[0])[1], -p[1],
+                                                      -(p[0].params or 0)))
         front.sort(key=lambda p: p[1])
         ax.plot([lat for _, lat in front], [r.score for r, _ in front], "--", color="crimson",
                 lw=1, drawstyle="steps-post", label="Pareto front")
@@ -159,16 +153,16 @@ def draw_progress(sections: list[Section], path: Path) -> Path:
     fig, axes = _figure(len(sections), 3.6)
     for ax, sec in zip(axes, sections, strict=True):
         scores = [r.score for r in sec.rows if r.status == "evaluated" and r.score is not None]
-        best, running = [], float("-inf")
+        better = max if higher_is_better(sec.rank_by) else min
+        best: list[float] = []
         for s in scores:
-            running = max(running, s)
-            best.append(running)
+            best.append(better(best[-1], s) if best else s)
         xs = list(range(1, len(scores) + 1))
         ax.scatter(xs, scores, s=12, color="#74a9cf", label="candidate")
         ax.plot(xs, best, color="#08519c", lw=2, label="best so far")
         ax.set_title(f"{sec.name}: best score over evaluations")
         ax.set_xlabel("evaluation")
-        ax.set_ylabel("held-out score")
+        ax.set_ylabel(f"held-out {sec.rank_by}")
         ax.legend(loc="lower right", fontsize=8)
     fig.savefig(path, dpi=110)
     return path
@@ -246,132 +240,72 @@ def draw_lineage(sections: list[Section], path: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- HTML
-def _e(v: Any) -> str:
-    return html.escape(str(v))
-
-
-def _num(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return '<td class="num" data-v="">-</td>'
-    text = f"{v:.{digits}f}" if isinstance(v, float) else f"{v:,}"
-    return f'<td class="num" data-v="{v}">{text}</td>'
-
-
-def _final_table(results: dict[str, Any]) -> str:
-    final = results.get("final", {})
-    names = {"teacher": "teacher (fine-tuned)", "winner": "searched winner",
-             "baseline": "standard FFN, same shape"}
-    body = "".join(
-        f"<tr><td>{names[k]}</td>{_num(final[k]['params'])}{_num(final[k].get('mlp_mflops'), 1)}"
-        f"{_num(final[k]['latency_ms'], 2)}{_num(final[k]['heldout'].get('accuracy'))}"
-        f"{_num(final[k]['test'].get('accuracy'))}{_num(final[k]['test'].get('f1'))}</tr>"
-        for k in names if k in final)
-    teacher = results.get("teacher", {})
-    return ("<table><tr><th>model</th><th>params</th><th>MLP MFLOPs</th><th>latency ms</th>"
-            f"<th>heldout acc</th><th>TEST acc</th><th>TEST f1</th></tr>{body}</table>"
-            "<p class='note'>Search scores are held-out accuracies (the <code>heldout</code> "
-            "split, never trained on); the test split is read only for this table. Both "
-            "students get the same task KD from the same supernet; latency is the median of "
-            "interleaved measurements (batch 8 x 64). Teacher "
-            f"{'reused from the cache' if teacher.get('reused') else 'fine-tuned in this run'}"
-            ".</p>")
-
-
-def _run_tables(results: dict[str, Any]) -> str:
-    rows = "".join(
-        f"<tr><td>stage {s['stage']}</td>{_num(s['evaluations'])}{_num(s['best_score'])}"
-        f"{_num(s.get('base_score'))}<td class='num'>{s['dedupe']['hit_rate']:.0%}</td>"
-        f"{_num(s['seconds'], 0)}<td><code>{_e(s['describe'])}</code></td></tr>"
-        for s in results.get("stages", []))
-    t = results.get("timings", {})
-    timing = "".join(f"<tr><td>{_e(k)}</td>{_num(v, 0)}</tr>" for k, v in t.items())
-    return ("<table><tr><th>stage</th><th>evaluations</th><th>best held-out</th><th>start "
-            "score</th><th>dedupe</th><th>seconds</th><th>winner</th></tr>" + rows
-            + "</table><h3>Wall time (seconds)</h3><table>" + timing + "</table>"
-            "<p class='note'>job_excluding_one_time leaves out assets, the teacher fine-tune "
-            "and the teacher-output caches (cached across runs).</p>")
-
-
-def _candidate_table(sections: list[Section]) -> str:
-    head = ("section", "step.idx", "id", "status", "score", "params", "model ms",
-            "MLP cost", "origin", "parents", "mutations", "layers (expr @ s x ratio)")
-    out = ["<table class='sortable'><thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
-           + "</tr></thead><tbody>"]
+def candidate_table(sections: list[Section]) -> Table:
+    """Every proposal of every section."""
+    rows = []
     for sec in sections:
         for r in sec.rows:
             lin = r.lineage
             muts = ", ".join(f"{m['name']}@L{m['layer'] + 1}" for m in lin.get("mutations", []))
             layers = " | ".join(f"{x.get('expr')} @ {x.get('stacks')}x{x.get('ratio')}"
                                 for x in r.candidate.get("layers", []))
-            status = r.status + (f" of {r.dup_of[:8]}" if r.dup_of else "")
-            out.append(f"<tr><td>{_e(sec.name)}</td><td data-v='{r.step * 1000 + r.idx}'>"
-                       f"{r.step}.{r.idx}</td><td><code>{r.candidate_id[:10]}</code></td>"
-                       f"<td>{_e(status)}</td>{_num(r.score)}{_num(r.params)}"
-                       f"{_num(model_latency(r), 2)}{_num(r.latency_ms, 2)}"
-                       f"<td>{_e(lin.get('origin', ''))}</td>"
-                       f"<td>{_e(', '.join(p[:8] for p in lin.get('parents', [])))}</td>"
-                       f"<td>{_e(muts)}</td><td>{_e(layers)}</td></tr>")
-    return "\n".join(out) + "</tbody></table>"
+            rows.append([sec.name, f"{r.step}.{r.idx}", r.candidate_id[:10],
+                         r.status + (f" of {r.dup_of[:8]}" if r.dup_of else ""), r.score,
+                         r.params, model_latency(r), r.latency_ms, lin.get("origin", ""),
+                         ", ".join(p[:8] for p in lin.get("parents", [])), muts, layers])
+    return Table("", ["section", "step.idx", "id", "status", "score", "params", "model ms",
+                      "MLP cost", "origin", "parents", "mutations",
+                      "layers (expr @ s x ratio)"], rows)
 
 
-def _dedupe_table(sections: list[Section]) -> str:
+def dedupe_table(sections: list[Section]) -> Table:
     rows = []
     for sec in sections:
         d = sec.stage_info.get("dedupe", {})
         dups = sum(r.status == "duplicate" for r in sec.rows)
-        rate = dups / len(sec.rows) if sec.rows else 0.0
-        rows.append(f"<tr><td>{_e(sec.name)}</td>{_num(len(sec.rows))}{_num(dups)}"
-                    f"{_num(d.get('key_hits'))}{_num(d.get('fingerprint_hits'))}"
-                    f"<td class='num'>{rate:.1%}</td></tr>")
-    return ("<table><tr><th>section</th><th>proposals</th><th>duplicates</th><th>by key</th>"
-            "<th>by fingerprint</th><th>hit rate</th></tr>" + "".join(rows) + "</table>")
+        rows.append([sec.name, len(sec.rows), dups, d.get("key_hits"), d.get("fingerprint_hits"),
+                     f"{dups / len(sec.rows) if sec.rows else 0.0:.1%}"])
+    return Table("", ["section", "proposals", "duplicates", "by key", "by fingerprint",
+                      "hit rate"], rows)
+
+
+def _winners(sections: list[Section], out: Path) -> list[dict[str, Any]]:
+    items = []
+    for sec in sections:
+        w = sec.winner
+        img = draw_winner(sec, out / f"winner_{sec.name.replace(' ', '')}.svg")
+        items.append({"section": sec.name, "rank_by": sec.rank_by,
+                      "image": None if w is None or img is None else img.name,
+                      "score": None if w is None else w.score,
+                      "params": None if w is None else w.params,
+                      "describe": "" if w is None else
+                      Candidate.from_dict(w.candidate).describe()})
+    return items
 
 
 def write_report(run_dir: str | Path) -> Path:
     """Write ``RUN_DIR/report/index.html`` and its figures; return the HTML path."""
+    import jinja2
+
     run_dir = Path(run_dir)
     sections = load_sections(run_dir)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     res_file = run_dir / "results.json"
     results = json.loads(res_file.read_text()) if res_file.is_file() else {}
-    parts = [f"<h1>efficientbert search report</h1><p class='note'>{_e(run_dir.resolve())}</p>"]
-    if results.get("final"):
-        parts.append("<h2>Winner vs standard FFN (test split)</h2>" + _final_table(results))
-    if results.get("stages"):
-        parts.append("<h2>Stages</h2>" + _run_tables(results))
-    parts.append("<h2>Winners: graphs per layer</h2>")
-    for sec in sections:
-        w = sec.winner
-        slug = sec.name.replace(" ", "")
-        img = draw_winner(sec, out / f"winner_{slug}.svg")
-        if w is None or img is None:
-            parts.append(f"<p>{_e(sec.name)}: no candidate scored.</p>")
-            continue
-        desc = Candidate.from_dict(w.candidate).describe()
-        parts.append(f"<h3>{_e(sec.name)}: score {w.score:.4f}, {w.params or 0:,} params</h3>"
-                     f"<p><code>{_e(desc)}</code></p><img src='{img.name}' alt='winner graphs'>")
-    parts.append("<h2>Pareto front</h2><p class='note'>Not dominated in (score up, latency "
-                 "down, parameters down). Stage 3 scores are without training, so stages are "
-                 "plotted apart.</p>"
-                 f"<img src='{draw_pareto(sections, out / 'pareto.png').name}'>")
-    parts.append("<h2>Best score over evaluations</h2>"
-                 f"<img src='{draw_progress(sections, out / 'progress.png').name}'>")
     lineage = draw_lineage(sections, out / "lineage.svg")
     (out / "lineage.dot").write_text(lineage_dot(sections) + "\n")
-    parts.append("<h2>Lineage of the winners</h2><p class='note'>parent &rarr; child, edges "
-                 "labelled with the mutations (name@layer); orange: a section's winner.</p>"
-                 + (f"<img src='{lineage.name}'>" if lineage else
-                    "<p>Graphviz <code>dot</code> is not installed; see lineage.dot.</p>"))
-    parts.append("<h2>Dedupe</h2>" + _dedupe_table(sections)
-                 + f"<img src='{draw_dedupe(sections, out / 'dedupe.png').name}'>")
-    parts.append(f"<h2>Every candidate ({sum(len(s.rows) for s in sections)})</h2><p "
-                 "class='note'>Click a header to sort. <i>model ms</i>: the scorer's measured "
-                 "latency; <i>MLP cost</i>: the budget check's value (MFLOPs with the flops "
-                 "proxy).</p>" + _candidate_table(sections))
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>efficientbert report"
-            f"</title><style>{CSS}</style></head><body>{''.join(parts)}"
-            f"<script>{SORT_JS}</script></body></html>\n")
+    figures = {"pareto": draw_pareto(sections, out / "pareto.png").name,
+               "progress": draw_progress(sections, out / "progress.png").name,
+               "dedupe": draw_dedupe(sections, out / "dedupe.png").name,
+               "lineage": None if lineage is None else lineage.name}
+    env = jinja2.Environment(loader=jinja2.PackageLoader("searcher", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    env.filters["cell"] = cell
+    page = env.get_template("report.html.j2").render(
+        run_dir=str(run_dir.resolve()), summary=summarize(results) if results else Summary(),
+        winners=_winners(sections, out), figures=figures, dedupe=dedupe_table(sections),
+        candidates=candidate_table(sections))
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path

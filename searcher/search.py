@@ -1,6 +1,6 @@
 """The search loop: ``run_search(config, scorer, run_dir, resume=False) -> SearchResult``.
 
-One *step*: the controller proposes ``batch_size`` feasible candidates (parameter window,
+One *step*: the controller proposes ``proposals_per_step`` feasible candidates (parameter window,
 latency budget); the proposals are journaled as pending; duplicates (by id or functional
 fingerprint) are not scored; the rest are scored at the first hurdle rung in parallel,
 those above the running hurdle at the next rung, and so on (every finished scorer call is
@@ -16,22 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .budget import Constraints, Hurdles, LatencyMeter, ParamCounter, ParamWindow, pareto_front
+from distill.result import ScoreResult, higher_is_better
+
+from .budget import Constraints, Hurdles, pareto_front
 from .candidate import Candidate, seed_candidates
 from .config import SearchConfig
 from .controller import Fitness, Observation, make_controller
 from .dedupe import Deduper, DedupeStats
 from .errors import JournalError, ScorerError, SearchConfigError
-from .journal import FILENAME, EvalRecord, Journal, JournalRow
+from .journal import FILENAME, Evaluation, Journal, JournalRow
 from .mutations import DEFAULT_TABLE, MutationTable
-from .scoring import Scorer, normalize, rung_budget
+from .scoring import Scorer, rung_budget
 from .workers import Outcome, Task, make_backend
 
 
 @dataclass
 class Evaluated:
     """A scored candidate: ``status`` of its last scorer call (``ok``, ``diverged``,
-    ``failed``, ``timeout``); ``fitness`` ``(rung, score)`` or ``None`` when not ok."""
+    ``failed``, ``timeout``); ``fitness`` ``(rung, value)`` with ``value`` the ranked metric
+    signed so that larger is better, or ``None`` when not ok; ``score`` the metric itself."""
 
     candidate: Candidate
     status: str
@@ -40,11 +43,16 @@ class Evaluated:
     latency_ms: float | None
     step: int
     idx: int
-    evaluations: list[EvalRecord] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
 
     @property
     def score(self) -> float | None:
-        return None if self.fitness is None else self.fitness[1]
+        ok = [e for e in self.evaluations if e.status == "ok" and e.score is not None]
+        return ok[-1].score if ok else None
+
+    @property
+    def result(self) -> ScoreResult | None:
+        return self.evaluations[-1].result if self.evaluations else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"candidate": self.candidate.to_dict(), "status": self.status,
@@ -84,22 +92,28 @@ class SearchResult:
                 + (f"{top.score:.4f} {top.candidate.describe()}" if top else "none"))
 
 
-def _fitness(records: list[EvalRecord]) -> Fitness | None:
-    ok = [r for r in records if r.status == "ok" and r.score is not None]
-    return None if not ok else (ok[-1].rung, float(ok[-1].score))
+def _fitness(evals: list[Evaluation], larger_better: bool) -> Fitness | None:
+    ok = [e for e in evals if e.status == "ok" and e.score is not None]
+    if not ok:
+        return None
+    return ok[-1].rung, ok[-1].score if larger_better else -ok[-1].score
 
 
-def _record(o: Outcome, rung: int) -> EvalRecord:
+def _evaluation(o: Outcome, rung: int, rank_by: str) -> Evaluation:
+    times = {"error": o.error, "started_at": o.started_at, "finished_at": o.finished_at,
+             "worker": o.worker}
     if o.status != "ok":
-        return EvalRecord(rung, o.status, error=o.error, started_at=o.started_at,
-                          finished_at=o.finished_at, worker=o.worker)
+        return Evaluation(rung, o.status, **times)
     try:
-        r = normalize(o.result)
-    except TypeError as e:
-        return EvalRecord(rung, "failed", error=str(e), started_at=o.started_at,
-                          finished_at=o.finished_at, worker=o.worker)
-    return EvalRecord(rung, "ok" if r.ok else "diverged", r.score if r.ok else None, r.params,
-                      r.latency_ms, r.extra, None, o.started_at, o.finished_at, o.worker)
+        r = ScoreResult.coerce(o.result)
+    except (TypeError, ValueError) as e:
+        return Evaluation(rung, "failed", **{**times, "error": str(e)})
+    value = r.value(rank_by)
+    if value is None and not r.diverged:
+        return Evaluation(rung, "failed", r, **{**times, "error": (
+            f"the scorer's result has no finite {rank_by!r} to rank by (it has "
+            f"{sorted(r.metrics)}); set rank_by to one of them")})
+    return Evaluation(rung, "ok" if value is not None else "diverged", r, value, **times)
 
 
 class _Run:
@@ -109,45 +123,30 @@ class _Run:
         cfg = self.cfg = config
         self.journal = journal
         self.space = cfg.resolve_space()
-        if cfg.student_config is not None:
-            counter = ParamCounter.from_student_config(cfg.student_config)
-            if cfg.hidden is not None and cfg.hidden != counter.hidden:
-                counter = ParamCounter(cfg.hidden, counter.non_mlp)
-        else:
-            counter = ParamCounter(int(cfg.hidden or 0), cfg.non_mlp_params)
-        self.hidden = counter.hidden
-        meter = None
-        if cfg.latency_budget is not None:
-            meter = LatencyMeter(self.hidden, tokens=cfg.latency_tokens,
-                                 repeats=cfg.latency_repeats, proxy=cfg.latency_proxy,
-                                 threads=cfg.latency_threads,
-                                 cache=journal.latencies(), on_measure=journal.put_latency)
-        window = None if cfg.param_window is None else ParamWindow(*cfg.param_window)
-        self.constraints = Constraints(counter, window, meter, cfg.latency_budget)
+        self.larger_better = higher_is_better(cfg.rank_by)
+        self.constraints = Constraints.from_spec(cfg.constraints, cache=journal.latencies(),
+                                                 on_measure=journal.put_latency)
+        self.hidden = self.constraints.params.hidden
         base = cfg.base_candidate()
         seeds = [base] if base is not None else seed_candidates(self.space, cfg.num_layers)
         if not any(self.constraints(c) for c in seeds):
             sizes = [self.constraints.measure(c) for c in seeds]
             params = sorted(m["params"] for m in sizes)
             lat = sorted(m["latency"] for m in sizes if m["latency"] is not None)
+            cons = cfg.constraints
             raise SearchConfigError(
-                "param_window", f"none of the {len(seeds)} seed candidates fits: they have "
-                f"{params[0]}..{params[-1]} parameters (window {cfg.param_window})"
-                + (f" and latency {lat[0]:.3g}..{lat[-1]:.3g} (budget {cfg.latency_budget})"
+                "constraints.param_window", f"none of the {len(seeds)} seed candidates fits: "
+                f"they have {params[0]}..{params[-1]} parameters (window {cons.param_window})"
+                + (f" and latency {lat[0]:.3g}..{lat[-1]:.3g} (budget {cons.latency_budget})"
                    if lat else "") + "; widen the window or the latency budget, or give a "
                 "base candidate inside them")
-        options: dict[str, Any] = {}
-        if cfg.controller == "evolution":
-            options = {k: getattr(cfg, k) for k in ("population", "sample_size", "islands",
-                                                    "migration_interval", "crossover_prob",
-                                                    "crossover")}
-        elif cfg.controller == "paper":
-            options = {"max_mutations": cfg.max_mutations}
+        ctl = cfg.controller
         self.controller = make_controller(
-            cfg.controller, self.space, seeds, seed=cfg.seed, genes=cfg.gene_mask(),
-            table=table.with_weights(cfg.mutation_weights), feasible=self.constraints,
-            **options)
-        self.hurdles = Hurdles(cfg.rungs, cfg.hurdle_quantile, cfg.hurdle_min_history)
+            ctl.kind, self.space, seeds, seed=cfg.seed, genes=cfg.gene_mask(),
+            table=table.with_weights(ctl.mutation_weights), feasible=self.constraints,
+            **ctl.options())
+        fid = cfg.fidelity
+        self.hurdles = Hurdles(fid.rungs, fid.hurdle_quantile, fid.hurdle_min_history)
         self.deduper = Deduper(cfg.dedupe_fingerprint)
         self.results: dict[str, Evaluated] = {}
         self.history: list[Evaluated] = []
@@ -181,24 +180,23 @@ class _Run:
                 self.history.append(ev)
 
     def _from_row(self, cand: Candidate, row: JournalRow) -> Evaluated:
-        recs = [EvalRecord(e["rung"], e["status"], e["score"], e["params"], e["latency_ms"],
-                           e["extra"], e["error"], e["started_at"] or 0.0,
-                           e["finished_at"] or 0.0, e["worker"] or "")
-                for e in row.evaluations]
-        return self._evaluated(cand, recs, row.step, row.idx, row.params, row.latency_ms)
+        return self._evaluated(cand, row.evaluations, row.step, row.idx, row.params,
+                               row.latency_ms)
 
-    def _evaluated(self, cand: Candidate, recs: list[EvalRecord], step: int, idx: int,
+    def _evaluated(self, cand: Candidate, evals: list[Evaluation], step: int, idx: int,
                    params: int | None, latency: float | None) -> Evaluated:
-        last = recs[-1] if recs else None
-        return Evaluated(cand, last.status if last else "failed", _fitness(recs),
-                         params if params is not None else (last.params if last else None),
-                         latency if latency is not None else (last.latency_ms if last else None),
-                         step, idx, recs)
+        last = evals[-1].result if evals else None
+        if params is None and last is not None:
+            params = last.params
+        if latency is None and last is not None:
+            latency = last.latency_ms
+        return Evaluated(cand, evals[-1].status if evals else "failed",
+                         _fitness(evals, self.larger_better), params, latency, step, idx, evals)
 
     # ------------------------------------------------------------------ step
     def run_step(self, backend: Any) -> None:
         cfg, step = self.cfg, self.step
-        n = min(cfg.batch_size, cfg.evaluations - self.evaluations)
+        n = min(cfg.controller.proposals_per_step, cfg.controller.evaluations - self.evaluations)
         batch = self.controller.propose(n)
         self.proposals += len(batch)
         self.empty_steps = 0 if batch else self.empty_steps + 1
@@ -207,7 +205,7 @@ class _Run:
                                        for c, m in zip(batch, info, strict=True)])
         dups = [self.deduper.check_and_add(c) for c in batch]
         done = self.journal.evaluations_of(step)
-        records: dict[int, list[EvalRecord]] = {i: [] for i, d in enumerate(dups) if d is None}
+        records: dict[int, list[Evaluation]] = {i: [] for i, d in enumerate(dups) if d is None}
         active = list(records)
         for rung in range(self.hurdles.num_rungs):
             budget = rung_budget(cfg.score_budget, rung, self.hurdles.steps_for(rung))
@@ -220,7 +218,7 @@ class _Run:
 
             def on_done(o: Outcome) -> None:
                 i, r = o.key
-                rec = _record(o, r)
+                rec = _evaluation(o, r, cfg.rank_by)
                 self.journal.record_evaluation(step, i, batch[i].id, rec)
                 records[i].append(rec)
 
@@ -230,9 +228,10 @@ class _Run:
             for i in active:
                 rec = next(r for r in records[i] if r.rung == rung)
                 if rec.status == "ok" and rec.score is not None:
-                    if self.hurdles.passes(rung, rec.score):
+                    value = rec.score if self.larger_better else -rec.score
+                    if self.hurdles.passes(rung, value):
                         nxt.append(i)
-                    self.hurdles.record(rung, rec.score)
+                    self.hurdles.record(rung, value)
             active = nxt
         if cfg.fail_fast and self.evaluations == 0 and records and all(
                 r.status in ("failed", "timeout") for recs in records.values() for r in recs):
@@ -287,10 +286,9 @@ def run_search(config: SearchConfig, scorer: Scorer, run_dir: str | Path, resume
     """Run (or, with ``resume``, continue) a search in ``run_dir``; see the module doc.
 
     ``scorer(spec, budget)`` is called for every distinct candidate (in worker processes
-    unless ``config.backend == "inline"``). ``table`` is the mutation table (add your own
+    unless ``config.executor.kind == "inline"``). ``table`` is the mutation table (add your own
     mutations to :data:`searcher.mutations.DEFAULT_TABLE`).
     """
-    config.validate()
     run_dir = Path(run_dir)
     path = run_dir / FILENAME
     if path.exists() and not resume:
@@ -300,7 +298,7 @@ def run_search(config: SearchConfig, scorer: Scorer, run_dir: str | Path, resume
     try:
         stored = journal.get_meta("config")
         if stored is None:
-            journal.set_meta("config", json.dumps(config.to_dict(), default=str))
+            journal.set_meta("config", json.dumps(config.dump()))
         else:
             diff = config.differences(json.loads(stored))
             if diff:
@@ -309,11 +307,13 @@ def run_search(config: SearchConfig, scorer: Scorer, run_dir: str | Path, resume
                                    "configuration or start a new run folder")
         run = _Run(config, journal, table)
         run.restore()
-        limit = config.evaluations * config.max_proposal_factor
+        budget = config.controller.evaluations
+        limit = budget * config.max_proposal_factor
         stopped = "evaluation budget reached"
-        with make_backend(config.backend, scorer, workers=config.workers,
-                          timeout=config.timeout, address=config.address) as backend:
-            while run.evaluations < config.evaluations:
+        ex = config.executor
+        with make_backend(ex.kind, scorer, workers=ex.workers, timeout=ex.timeout,
+                          address=ex.address) as backend:
+            while run.evaluations < budget:
                 if run.proposals >= limit:
                     stopped = (f"stopped after {run.proposals} proposals (max_proposal_factor="
                                f"{config.max_proposal_factor}): the controller keeps proposing "

@@ -1,25 +1,27 @@
-"""The plain data a scorer receives (kept free of heavy imports, so worker processes that
-unpickle it start fast)."""
+"""The plain data a scorer receives: picklable, no search state."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from mlpgraph import Graph
 
 
 class LayerChoice(NamedTuple):
-    """Per layer ``(expr, stacks, d_inner)``: also accepted as a ``distill`` layer spec."""
+    """Per layer ``(graph, stacks, d_inner)``: also accepted as a ``distill`` layer spec."""
 
-    expr: str
+    graph: Graph
     stacks: int
     d_inner: int
 
 
 @dataclass(frozen=True)
 class CandidateSpec:
-    """What a scorer gets for one candidate: picklable, no graphs, no search state.
-    ``layers`` work directly as ``distill.config.StudentConfig`` layers and with
-    ``distill.score.score``."""
+    """What a scorer gets for one candidate. ``layers`` work directly as
+    ``distill.config.StudentConfig`` layers and with ``distill.score.score``; graphs travel
+    as graphs (hash-consed nodes survive pickling into worker processes)."""
 
     candidate_id: str
     hidden: int
@@ -27,4 +29,4 @@ class CandidateSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"candidate_id": self.candidate_id, "hidden": self.hidden,
-                "layers": [list(c) for c in self.layers]}
+                "layers": [[str(g), s, k] for g, s, k in self.layers]}

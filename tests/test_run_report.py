@@ -13,14 +13,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-
-import mlpgraph
-from searcher.candidate import Candidate
-from searcher.cli_run import build_parser, parse_stages, summary
-from searcher.config import SearchConfig
-from searcher.errors import SearchConfigError
-from searcher.report import lineage_dot, load_sections, write_report
-from searcher.search import run_search
 from searcher.stages import (
     Pipeline,
     Stage1,
@@ -35,6 +27,14 @@ from searcher.stages import (
     quick_preset,
     supernet_sampler,
 )
+
+import mlpgraph
+from searcher.candidate import Candidate
+from searcher.cli_run import build_parser, parse_stages, summary
+from searcher.config import SearchConfig
+from searcher.errors import SearchConfigError
+from searcher.report import lineage_dot, load_sections, write_report
+from searcher.search import run_search
 
 
 def stand_in_score(spec, budget) -> dict:

@@ -9,6 +9,7 @@ import pytest
 
 import mlpgraph
 from distill.config import load_config
+from distill.result import ScoreResult, higher_is_better
 from distill.student import count_parameters
 from searcher.budget import (
     Constraints,
@@ -22,7 +23,7 @@ from searcher.budget import (
 from searcher.candidate import Candidate, LayerGene, parse_ratio, uniform_candidate
 from searcher.dedupe import Deduper, functional_key
 from searcher.errors import SearchConfigError
-from searcher.scoring import EvalBudget, normalize, rung_budget
+from searcher.scoring import EvalBudget, rung_budget
 
 
 def _cand(*exprs: str, s: int = 1, r: str = "1/2") -> Candidate:
@@ -126,9 +127,6 @@ class _Result:
     latency_ms: float
     diverged: bool = False
 
-    def to_dict(self):
-        return {"score": self.score, "metric": "acc", "params": self.params}
-
 
 @dataclass(frozen=True)
 class _Budget:
@@ -137,14 +135,19 @@ class _Budget:
 
 
 def test_scorer_results_and_budgets_normalize():
-    r = normalize(_Result(0.8, 100, 2.5))
-    assert (r.score, r.params, r.latency_ms, r.ok, r.extra) == (0.8, 100, 2.5, True,
-                                                                 {"metric": "acc"})
-    assert not normalize(_Result(float("-inf"), 1, 1.0, True)).ok
-    assert normalize(0.5).score == 0.5 and not normalize(float("nan")).ok
-    assert normalize({"score": 0.7, "latency": 3}).latency_ms == 3.0
-    with pytest.raises(TypeError, match="no numeric 'score'"):
-        normalize({"accuracy": 0.7})
+    r = ScoreResult.coerce(_Result(0.8, 100, 2.5))
+    assert (r.value("score"), r.params, r.latency_ms, r.diverged) == (0.8, 100, 2.5, False)
+    assert ScoreResult.coerce(_Result(float("-inf"), 1, 1.0, True)).value("score") is None
+    assert ScoreResult.coerce(0.5).value("score") == 0.5
+    assert ScoreResult.coerce(float("nan")).diverged
+    assert ScoreResult.coerce({"score": 0.7, "latency": 3}).latency_ms == 3.0
+    full = ScoreResult({"accuracy": 0.9, "kd_loss": 1.5}, 10, 2.0, 40, 1.0, False, 1.7)
+    assert ScoreResult.coerce(full) is full
+    assert ScoreResult.from_dict(full.to_dict()) == full
+    assert ScoreResult.coerce({"metrics": {"accuracy": 0.7}}).value("accuracy") == 0.7
+    with pytest.raises(TypeError, match="no numeric 'score' or 'metrics'"):
+        ScoreResult.coerce({"accuracy": 0.7})
+    assert (higher_is_better("accuracy"), higher_is_better("kd_loss")) == (True, False)
     assert rung_budget(None, 1, 40) == EvalBudget(1, 40)
     assert rung_budget(_Budget(), 0, 50) == _Budget(kd_steps=50)
     assert rung_budget(_Budget(), 0, None) == _Budget()

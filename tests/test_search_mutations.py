@@ -163,4 +163,4 @@ def test_seeds_and_candidate_round_trip():
     b = uniform_candidate("W2(x * gelu(W1(x)))", 1, "1/2", 2)
     assert a.id == b.id
     spec = a.spec(540)
-    assert spec.layers[0] == ("W2(gelu(W1(x)) * x)", 1, 270)
+    assert spec.layers[0] == (mlpgraph.parse("W2(gelu(W1(x)) * x)"), 1, 270)

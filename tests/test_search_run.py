@@ -34,7 +34,7 @@ def test_controllers_share_one_interface_and_budget(tmp_path, kind):
     cfg = small_config(controller=kind, evaluations=20)
     res = run_search(cfg, toy_score, tmp_path / kind)
     assert res.evaluations == 20 and res.stopped == "evaluation budget reached"
-    lo, hi = cfg.param_window
+    lo, hi = cfg.constraints.param_window
     space = mlpgraph.PAPER_SPACE
     for e in res.history:
         assert lo <= e.params <= hi  # the budget filter: nothing outside the window is scored
@@ -44,7 +44,7 @@ def test_controllers_share_one_interface_and_budget(tmp_path, kind):
         for e in res.history:
             lin = e.candidate.lineage
             assert lin.origin == "mutation" and set(lin.parents) <= seeds
-            assert 1 <= len(lin.mutations) <= cfg.max_mutations
+            assert 1 <= len(lin.mutations) <= cfg.controller.max_mutations
     if kind == "random":
         assert all(e.candidate.lineage.origin == "random" for e in res.history)
     if kind == "evolution":  # seeded with the standard FFN at every feasible (s, ratio)
@@ -93,7 +93,7 @@ def test_journal_reads_back_everything(tmp_path):
         assert r.candidate["id"] == r.candidate_id and "lineage" in r.candidate
         assert r.proposed_at > 0
         if r.status == "evaluated":
-            assert r.score is not None and r.evaluations[0]["status"] == "ok"
+            assert r.score is not None and r.evaluations[0].status == "ok"
             assert r.finished_at >= r.proposed_at
         if r.status == "duplicate":
             assert r.dup_of is not None
@@ -113,16 +113,18 @@ def test_pareto_front_in_result(tmp_path):
 
 
 def test_configuration_errors(tmp_path):
-    with pytest.raises(SearchConfigError, match="controller"):
-        run_search(small_config(controller="lightgbm"), toy_score, tmp_path / "x")
-    with pytest.raises(SearchConfigError, match="space"):
-        small_config(space="nope").validate()
+    with pytest.raises(SearchConfigError, match=r"^controller\.kind: .*'evolution'"):
+        small_config(controller="lightgbm")
+    with pytest.raises(SearchConfigError, match="space 'nope' is neither"):
+        small_config(space="nope")
     with pytest.raises(SearchConfigError, match="sample_size"):
         run_search(small_config(sample_size=50), toy_score, tmp_path / "y")
     with pytest.raises(SearchConfigError, match="none of the 16 seed candidates"):
         run_search(small_config(param_window=(1, 2)), toy_score, tmp_path / "z")
-    with pytest.raises(SearchConfigError, match="hidden"):
-        SearchConfig(student_config=None).validate()
+    with pytest.raises(SearchConfigError, match="^constraints: hidden is required"):
+        SearchConfig.load({"constraints": {"student_config": None}})
+    with pytest.raises(SearchConfigError, match=r"^controller\.evaluations: .*greater than 0"):
+        SearchConfig.load({"controller": {"evaluations": -3}})
     run_search(small_config(evaluations=4), toy_score, tmp_path / "done")
     with pytest.raises(JournalError, match="resume=True"):
         run_search(small_config(evaluations=4), toy_score, tmp_path / "done")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 def toy_score(spec, budget) -> dict:
     """A deterministic pseudo-accuracy in [0, 1) that grows with the training steps."""
     s = 0.0
-    for expr, stacks, d_inner in spec.layers:
-        h = int(hashlib.sha256(expr.encode()).hexdigest()[:8], 16) / 2**32
+    for graph, stacks, d_inner in spec.layers:
+        h = int(hashlib.sha256(str(graph).encode()).hexdigest()[:8], 16) / 2**32
         s += 0.6 * h + 0.05 * math.log(stacks * d_inner)
     steps = getattr(budget, "steps", 0) or 0
     return {"score": s / len(spec.layers) * 0.5 + 0.2 * (1 - math.exp(-steps / 50)),
@@ -63,15 +63,37 @@ class FaultyScorer:
         return toy_score(spec, budget)
 
 
+#: flat test shorthands -> (sub-model of SearchConfig, field)
+ALIASES = {"controller": ("controller", "kind"), "backend": ("executor", "kind"),
+           "batch_size": ("controller", "proposals_per_step")}
+
+
+def nested(base: dict, changes: dict) -> dict:
+    """``base`` (a SearchConfig dict) with flat ``changes`` routed to their sub-models."""
+    from searcher.config import SearchConfig
+
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    groups = {name: SearchConfig.model_fields[name].annotation for name in
+              ("controller", "constraints", "executor", "fidelity")}
+    for key, value in changes.items():
+        group, field = ALIASES.get(key, (None, key))
+        if group is None:
+            group = next((g for g, cls in groups.items() if key in cls.model_fields), None)
+        if group is None:
+            out[key] = value
+        else:
+            out[group] = {**out.get(group, {}), field: value}
+    return out
+
+
 def small_config(**changes):
     """A tiny 3-layer search at hidden 32 with a window that excludes some candidates."""
     from searcher.config import SearchConfig
 
-    base = dict(student_config=None, hidden=32, non_mlp_params=5000, num_layers=3,
-                param_window=(12_000, 30_000), evaluations=24, batch_size=4, population=8,
-                sample_size=3, backend="inline", seed=3)
-    base.update(changes)
-    return SearchConfig(**base)
+    base = nested({"num_layers": 3, "seed": 3}, dict(
+        student_config=None, hidden=32, non_mlp_params=5000, param_window=(12_000, 30_000),
+        evaluations=24, batch_size=4, population=8, sample_size=3, backend="inline"))
+    return SearchConfig.load(nested(base, changes))
 
 
 def history_key(result) -> list[tuple]:

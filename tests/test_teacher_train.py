@@ -7,17 +7,14 @@ WordPiece vocabulary, synthetic sentences. No assets are needed.
 from __future__ import annotations
 
 import math
-import random
 
 import datasets
 import numpy as np
 import pytest
 import torch
+from conftest import SPECIAL, WORDS, sentences, tiny_bert_config
 from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
     BertModel,
-    BertTokenizerFast,
     MPNetConfig,
     MPNetModel,
 )
@@ -50,38 +47,7 @@ from distill.train import (
     train_loop,
 )
 
-WORDS = ("good bad great awful fine poor movie film plot actor story the a is was very not "
-         "and but it dull fun boring smart funny sad long short best worst").split()
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 FFN = "W2(gelu(W1(x)))"
-
-
-def tiny_bert_config(**kw) -> BertConfig:
-    cfg = BertConfig(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=4, intermediate_size=48, max_position_embeddings=40,
-                     **kw)
-    cfg._attn_implementation = "eager"
-    return cfg
-
-
-def sentences(n: int, seed: int) -> tuple[list[str], list[int]]:
-    rng = random.Random(seed)
-    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)]
-    labels = [int(t.count("good") + t.count("great") >= t.count("bad") + t.count("awful"))
-              for t in texts]
-    return texts, labels
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory) -> str:
-    """A random BertForSequenceClassification + tokenizer saved as a model folder."""
-    folder = tmp_path_factory.mktemp("teacher")
-    (folder / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"))
-    torch.manual_seed(0)
-    BertForSequenceClassification(tiny_bert_config(num_labels=2)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")
@@ -301,12 +267,13 @@ def test_score_is_deterministic_and_never_reads_test(teacher_dir, tmp_path):
     first = score(candidate, budget, data=data)
     clear_caches()
     second = score(candidate, budget, data=data)
-    assert not first.diverged and first.steps == 6 and first.metric == "accuracy"
-    assert (first.score, first.final_loss, first.params) == (second.score, second.final_loss,
-                                                             second.params)
-    assert 0 <= first.score <= 1 and first.latency_ms > 0
+    assert not first.diverged and first.steps == 6
+    assert sorted(first.metrics) == ["accuracy", "f1", "score"]  # score: their mean
+    assert (first.metrics, first.train_loss, first.params) == (second.metrics, second.train_loss,
+                                                               second.params)
+    assert 0 <= first.value("accuracy") <= 1 and first.latency_ms > 0
     inherited = score(candidate, ScoreBudget(**{**budget.__dict__, "no_training": True}),
                       data=data)
     assert inherited.steps == 0 and not inherited.diverged
     exploded = score(candidate, ScoreBudget(**{**budget.__dict__, "lr": 1e12}), data=data)
-    assert exploded.diverged and exploded.score == float("-inf") and exploded.steps < 6
+    assert exploded.diverged and exploded.value("accuracy") is None and exploded.steps < 6

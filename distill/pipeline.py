@@ -1,0 +1,228 @@
+"""The one KD pipeline: the teacher outputs a student needs, the KD phases, saving a student.
+
+``efficientbert distill`` (:func:`distill_student`), the search's scorer
+(:func:`distill.score.score`) and the main job (``searcher/run.py``: supernet warm-up and the
+final comparison) are thin layers over these functions::
+
+    dims = teacher_dims(tuned)                       # hidden, layers, heads of a teacher folder
+    outputs = teacher_outputs(tuned, train, config, name="movie_binary-train")
+    result, kd = kd_phase(student, outputs, Phase("task", KDWeights.task(), TrainConfig(...)))
+    save_student(folder, student, kd, tokenizer)
+
+A *phase* is one KD run: which loss terms (:class:`~distill.losses.KDWeights`), for how long
+and how fast (:class:`~distill.train.TrainConfig`), optionally a hard-label term. Phases chain
+through the trained ``fit_dense`` projection (student hidden -> teacher hidden), which the next
+phase starts from.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .assets import offline_env
+from .config import StudentConfig
+from .encode import EncodedTexts, encode_split, encode_texts
+from .losses import KDLoss, KDWeights
+from .student import Student, count_parameters
+from .teacher import (
+    default_max_length,
+    finetune_teacher,
+    init_student_from_teacher,
+    load_task,
+    load_teacher,
+    load_tokenizer,
+)
+from .teacher import teacher_dims as _dims_of_config
+from .teacher_cache import TeacherOutputs, cache_teacher_outputs
+from .train import Sampler, TrainConfig, TrainResult, distill, evaluate, load_fit_dense
+from .train import save_fit_dense as _save_fit_dense
+
+FitDense = Mapping[str, torch.Tensor] | str | Path | None
+
+__all__ = ["Phase", "distill_student", "evaluate_splits", "kd_layers", "kd_phase",
+           "save_student", "teacher_dims", "teacher_outputs"]
+
+
+# ------------------------------------------------------------------ teacher outputs
+def teacher_dims(teacher: str | Path | nn.Module) -> SimpleNamespace:
+    """``hidden_size``, ``num_hidden_layers``, ``num_attention_heads`` of a teacher model or
+    of a model folder (read from its ``config.json``, offline; the weights are not loaded)."""
+    if isinstance(teacher, nn.Module):
+        return _dims_of_config(teacher.config)
+    from transformers import AutoConfig
+
+    with offline_env():
+        return _dims_of_config(AutoConfig.from_pretrained(str(teacher), local_files_only=True))
+
+
+def kd_layers(student_config: StudentConfig, dims: Any) -> list[int]:
+    """The teacher layers (1-based) the student's layers are distilled from."""
+    return sorted(set(KDLoss.for_models(student_config, dims).layer_map.values()))
+
+
+def teacher_outputs(teacher: str | Path | nn.Module, inputs: EncodedTexts,
+                    student_config: StudentConfig, *, name: str,
+                    cache_dir: str | Path | None = None, device: str | None = None,
+                    progress: bool = True) -> TeacherOutputs:
+    """The teacher's cached outputs on ``inputs`` for students shaped like ``student_config``:
+    logits, the embedding output and the hidden states and attention scores of the mapped
+    layers (computed once, then read from the disk cache)."""
+    layers = kd_layers(student_config, teacher_dims(teacher))
+    return cache_teacher_outputs(teacher, inputs, hidden_layers=[0, *layers],
+                                 attention_layers=layers, name=name, cache_dir=cache_dir,
+                                 device=device, progress=progress)
+
+
+# ------------------------------------------------------------------ phases
+@dataclass(frozen=True)
+class Phase:
+    """One KD run: ``weights`` picks the loss terms (``KDWeights.pretraining()`` for general
+    KD on unlabeled text, ``KDWeights.task()`` for task KD), ``train`` the schedule;
+    ``label_weight > 0`` adds that times the hard-label loss on labelled rows."""
+
+    name: str
+    weights: KDWeights
+    train: TrainConfig
+    label_weight: float = 0.0
+
+
+def kd_phase(model: nn.Module, outputs: TeacherOutputs, phase: Phase, *,
+             fit_dense: FitDense = None, init_from: nn.Module | None = None,
+             sampler: Sampler | None = None) -> tuple[TrainResult, KDLoss]:
+    """Distill ``model`` (a Student, or a Supernet with ``sampler``) from cached ``outputs``.
+
+    ``fit_dense``: where the hidden-state projection starts: a state dict (e.g. the previous
+    phase's), a folder holding ``fit_dense.safetensors``, or None (fresh). ``init_from``: a
+    teacher model whose embeddings initialize the student's and whose top singular
+    directions initialize ``fit_dense`` (see :func:`distill.teacher.init_student_from_teacher`).
+    Returns the training result and the loss module (with the trained ``fit_dense``)."""
+    kd = KDLoss.for_models(model.config, outputs.config, weights=phase.weights)
+    if isinstance(fit_dense, Mapping):
+        kd.fit_dense.load_state_dict(fit_dense)
+    elif fit_dense is not None:
+        load_fit_dense(kd, fit_dense)
+    if init_from is not None:
+        student = getattr(model, "model", model)  # a Supernet wraps its maximal Student
+        init_student_from_teacher(student, init_from, kd.fit_dense)
+    result = distill(model, outputs, kd, phase.train, sampler=sampler,
+                     label_weight=phase.label_weight)
+    return result, kd
+
+
+def save_student(folder: str | Path, student: nn.Module, kd: KDLoss | None,
+                 tokenizer: Any = None) -> Path:
+    """A model folder: ``config.json`` + ``model.safetensors`` (``save_pretrained``), the
+    trained ``fit_dense`` and, when given, the tokenizer (so the folder predicts on text)."""
+    folder = Path(student.save_pretrained(folder))
+    if kd is not None:
+        _save_fit_dense(kd, folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def evaluate_splits(model: nn.Module, splits: Mapping[str, EncodedTexts], spec: Any,
+                    device: str | None = None) -> dict[str, dict[str, float]]:
+    """The task's metrics (``spec.metric_names``) of ``model`` on each encoded split."""
+    return {name: evaluate(model, data, spec.metric_names, is_regression=spec.is_regression,
+                           device=device)
+            for name, data in splits.items()}
+
+
+# ------------------------------------------------------------------ efficientbert distill
+def distill_student(config: StudentConfig, task: str = "movie_binary", *,
+                    teacher_dir: str | Path | None = None, seed: int = 0,
+                    warmup_epochs: float = 1.0, warmup_lr: float = 5e-4,
+                    task_epochs: float = 3.0, task_lr: float = 1e-3, batch_size: int = 32,
+                    max_length: int | None = None, init_embeddings: bool = True,
+                    include_austen: bool = False, transfer_set: bool = False,
+                    label_weight: float = 0.0,
+                    eval_splits: tuple[str, ...] = ("heldout",),
+                    out_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+                    device: str | None = None, progress: bool = True,
+                    checkpoint_dir: str | Path | None = None,
+                    checkpoint_every: int = 0) -> dict[str, Any]:
+    """Distill a student of ``config`` for ``task``; return metrics, sizes and timings.
+
+    The teacher is fine-tuned once per task (cached). General KD (``warmup_epochs``; 0 skips
+    it) reads the unlabeled sentences of :func:`distill.data.iter_unlabeled_text` without the
+    movie heldout / test sentences, against the pretrained teacher; task KD reads the training
+    split (or, with ``transfer_set``, all those unlabeled sentences), against the fine-tuned
+    teacher. ``label_weight``: add that times the hard-label loss to task KD (0: pure KD, the
+    paper). The result's ``"model"`` is the trained student.
+    """
+    from .data import get_task_spec, iter_unlabeled_text
+
+    spec = get_task_spec(task)
+    max_length = max_length or default_max_length(task)
+    config = config.replace(num_labels=spec.num_labels, is_regression=spec.is_regression)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+    tuned = finetune_teacher(task, teacher_dir, cache_dir=cache_dir, device=device,
+                             progress=progress)
+    seconds["teacher_finetune_or_lookup"] = time.perf_counter() - clock
+    tokenizer = load_tokenizer(tuned)
+    base = load_teacher(teacher_dir) if teacher_dir else load_teacher()
+    torch.manual_seed(seed)
+    student = Student(config, seed=seed)
+    fit_dense: FitDense = KDLoss.for_models(config, base.config).fit_dense.state_dict()
+    result: dict[str, Any] = {"params": count_parameters(config), "seed": seed}
+
+    def train(desc: str, epochs: float, lr: float, folder: str) -> TrainConfig:
+        return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
+                           progress=progress, desc=desc, checkpoint_every=checkpoint_every,
+                           checkpoint_dir=None if checkpoint_dir is None
+                           else Path(checkpoint_dir) / folder)
+
+    def unlabeled() -> EncodedTexts:
+        texts = list(iter_unlabeled_text(cache_dir, include_austen=include_austen,
+                                         exclude_movie_eval=True))
+        return encode_texts(tokenizer, texts, max_length=max_length)
+
+    init = base if init_embeddings else None
+    if warmup_epochs > 0:
+        clock = time.perf_counter()
+        outputs = teacher_outputs(base, unlabeled(), config, name="unlabeled",
+                                  cache_dir=cache_dir, device=device, progress=progress)
+        seconds["general_cache"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        res, kd = kd_phase(student, outputs, Phase(
+            "general", KDWeights.pretraining(), train("general KD", warmup_epochs, warmup_lr,
+                                                      "general")),
+                           fit_dense=fit_dense, init_from=init)
+        seconds["general_kd"] = time.perf_counter() - clock
+        result["general"] = res.to_dict()
+        if res.diverged:
+            return {**result, "diverged": True, "seconds": seconds}
+        fit_dense, init = kd.fit_dense.state_dict(), None
+    del base
+    ds = load_task(task, cache_dir)
+    clock = time.perf_counter()
+    train_rows = (unlabeled() if transfer_set
+                  else encode_split(ds[spec.train_split], tokenizer, spec, max_length))
+    outputs = teacher_outputs(tuned, train_rows, config,
+                              name=f"{spec.name}-{'transfer' if transfer_set else 'train'}",
+                              cache_dir=cache_dir, device=device, progress=progress)
+    seconds["task_cache"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    res, kd = kd_phase(student, outputs, Phase(
+        "task", KDWeights.task(), train("task KD", task_epochs, task_lr, "task"), label_weight),
+                       fit_dense=fit_dense, init_from=init)
+    seconds["task_kd"] = time.perf_counter() - clock
+    result.update(task=res.to_dict(), diverged=res.diverged, seconds=seconds)
+    if res.diverged:
+        return result
+    splits = {s: encode_split(ds[s], tokenizer, spec, max_length) for s in eval_splits}
+    result["metrics"] = evaluate_splits(student, splits, spec, device)
+    if out_dir is not None:
+        result["out_dir"] = str(save_student(out_dir, student, kd, tokenizer))
+    result["model"] = student
+    return result
