@@ -10,40 +10,35 @@ raises gives ``status="failed"`` with the traceback; a worker that dies (segfaul
 
 One scheduling loop (:meth:`Executor.run`) serves every executor: keep up to ``workers``
 tasks in flight, sleep until the first completion or the nearest deadline
-(``concurrent.futures.wait``), record what finished, kill what is overdue. An executor only
-says how to launch a task as a ``concurrent.futures.Future`` (:meth:`Executor._launch`),
-what a failed future means (:meth:`Executor._finished`) and how to kill an overdue task
-(:meth:`Executor._kill`). A timeout counts from the launch on a ready worker.
+(``concurrent.futures.wait``), record what finished, kill what is overdue. An executor says
+only how to launch a task as a ``Future`` (``_launch``), what a failed future means
+(``_finished``) and how to kill an overdue task (``_kill``). A timeout counts from the launch.
 
-- ``"inline"``: in this process, one task at a time (the future is done when launched). For
+- ``"inline"``: in this process, one task at a time (its future is done when launched). For
   tests and debugging; a timeout cannot be enforced and a hard crash takes the search down.
-- ``"local"`` (default): ``workers`` spawn-context processes. Each is its own one-process
-  ``concurrent.futures.ProcessPoolExecutor``, so a crash breaks (and is charged to) that one
-  slot only, and a hung one is killed by its pid; the slot is then replaced in the
-  background (tasks go to it once it has started, so a timeout never includes a restart).
-  Processes live across ``run`` calls, so the scorer's per-process caches do; each exits
-  when the search process dies (even by SIGKILL).
+- ``"local"`` (default): ``workers`` spawn-context processes, each its own one-process
+  ``concurrent.futures.ProcessPoolExecutor``: a crash breaks (and is charged to) that one
+  slot only, a hung one is killed by its pid, and the slot is replaced in the background
+  (tasks go to it once started: a timeout never includes a restart). Processes live across
+  ``run`` calls (so do the scorer's per-process caches) and exit when the search process
+  dies, even by SIGKILL.
 - ``"ray"``: ``ray.init(address=...)`` (``None`` starts a local Ray whose workers get this
-  process's ``sys.path`` as ``PYTHONPATH``; a remote cluster must be able to import the
-  scorer itself), one remote task per scorer call with ``max_retries=0`` whose
-  ``ObjectRef.future()`` the loop waits on; a timeout cancels the task with ``force=True``
-  (killing its worker). Workers are warmed up (started, scorer loaded) before any timeout
-  runs; a timeout still counts from submission, so it includes restarting a worker after a
-  crash.
+  process's ``sys.path`` as ``PYTHONPATH``; a remote cluster must import the scorer itself),
+  one remote task per call (``max_retries=0``), waited on as ``ObjectRef.future()``; a
+  timeout cancels it with ``force=True`` (killing its worker). Workers are warmed up before
+  any timeout runs; a timeout counts from submission, so it includes a restart after a crash.
 
-Why ``concurrent.futures`` and not ``pebble`` (evaluated for this loop: Pebble 5.2.3,
-maintained, ``ProcessPool`` with per-task timeouts, worker restarts, initializer and spawn
-context). Pebble's pool shares one pipe and one process-shared lock among its workers and
-tracks tasks through acknowledgements, and it is weakest exactly on the paths this module
-exists for: killing an idle worker (as the out-of-memory killer may do to one holding large
-caches) puts the whole pool in an error state (measured: the next ``schedule`` raises
-``RuntimeError: Unexpected error within the Pool`` and every worker, with its caches, is
-gone); a worker dying in its initializer orphans or aborts tasks; noxdafox/pebble#153 (open:
-a task never completes when a worker is killed for a timeout as it takes the next task) and
-#163 (a worker killed while holding the channel lock blocks the others). Its timeouts would
-also not remove the loop's own deadline sweep, which Ray needs anyway. One single-process
-standard-library executor per slot has none of these shared parts: a slot breaks alone and is
-replaced alone, with no extra (LGPL) dependency.
+Why ``concurrent.futures`` and not Pebble (evaluated: 5.2.3, maintained; ``ProcessPool`` has
+per-task timeouts, worker restarts, initializer, spawn context): its workers share one pipe
+and one process-shared lock, and it is weakest on the paths this module exists for. Killing
+an idle worker (as the out-of-memory killer may, one holding large caches) breaks the whole
+pool (measured: the next ``schedule`` raises ``RuntimeError: Unexpected error within the
+Pool``; every worker and cache is gone); a worker dying in its initializer orphans or aborts
+tasks; noxdafox/pebble#153 (open: a task never completes when a worker is killed for a
+timeout as it takes the next task), #163 (a worker killed holding the channel lock blocks the
+others). Its timeouts would not remove the loop's deadline sweep, which Ray needs anyway. A
+single-process standard-library executor per slot shares nothing: a slot breaks and is
+replaced alone, and no (LGPL) dependency is added.
 """
 
 from __future__ import annotations
@@ -166,7 +161,7 @@ class Executor(ABC):
                 on_done(o)
 
         self._prepare(len(tasks))
-        queue, running = deque(range(len(tasks))), {}
+        queue, running = deque(range(len(tasks))), dict[Future, _Job]()
         while queue or running:
             while queue and len(running) < self.capacity:
                 job = self._launch(queue[0], tasks[queue[0]])
