@@ -27,7 +27,7 @@ from .errors import JournalError, ScorerError, SearchConfigError
 from .journal import FILENAME, Evaluation, Journal, JournalRow
 from .mutations import DEFAULT_TABLE, MutationTable
 from .scoring import Scorer, rung_budget
-from .workers import Outcome, Task, make_backend
+from .workers import Executor, Outcome, Task, make_executor
 
 
 @dataclass
@@ -194,7 +194,7 @@ class _Run:
                          _fitness(evals, self.larger_better), params, latency, step, idx, evals)
 
     # ------------------------------------------------------------------ step
-    def run_step(self, backend: Any) -> None:
+    def run_step(self, executor: Executor) -> None:
         cfg, step = self.cfg, self.step
         n = min(cfg.controller.proposals_per_step, cfg.controller.evaluations - self.evaluations)
         batch = self.controller.propose(n)
@@ -223,7 +223,7 @@ class _Run:
                 records[i].append(rec)
 
             if tasks:
-                backend.run(tasks, on_done)
+                executor.run(tasks, on_done)
             nxt = []
             for i in active:
                 rec = next(r for r in records[i] if r.rung == rung)
@@ -311,8 +311,8 @@ def run_search(config: SearchConfig, scorer: Scorer, run_dir: str | Path, resume
         limit = budget * config.max_proposal_factor
         stopped = "evaluation budget reached"
         ex = config.executor
-        with make_backend(ex.kind, scorer, workers=ex.workers, timeout=ex.timeout,
-                          address=ex.address) as backend:
+        with make_executor(ex.kind, scorer, workers=ex.workers, timeout=ex.timeout,
+                           address=ex.address) as executor:
             while run.evaluations < budget:
                 if run.proposals >= limit:
                     stopped = (f"stopped after {run.proposals} proposals (max_proposal_factor="
@@ -323,7 +323,7 @@ def run_search(config: SearchConfig, scorer: Scorer, run_dir: str | Path, resume
                     stopped = ("stopped: the controller found no feasible candidate in 3 steps; "
                                "widen the parameter window or the latency budget")
                     break
-                run.run_step(backend)
+                run.run_step(executor)
         return run.result(stopped, run_dir)
     finally:
         journal.close()

@@ -97,6 +97,8 @@ def call_scorer(scorer: Any, spec: Any, budget: Any) -> tuple[str, Any, str | No
 
 def _init_worker(scorer: Any) -> None:
     global _SCORER
+    import mlpgraph  # noqa: F401 - candidate specs carry graphs: load while starting, not in
+    #                  the first (timed) task
     _SCORER = scorer
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
 
@@ -110,6 +112,8 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _warm_up(scorer: Any) -> int:
+    import mlpgraph  # noqa: F401 - as in _init_worker: specs carry graphs
+
     return os.getpid()
 
 
@@ -455,12 +459,6 @@ def make_executor(kind: str, scorer: Any, *, workers: int = 1, timeout: float | 
     """An executor by name, one of :data:`EXECUTORS` (``address`` only matters to Ray)."""
     cls = EXECUTORS.get(kind)
     if cls is None:
-        raise SearchConfigError("backend", f"unknown executor {kind!r}; choose one of "
+        raise SearchConfigError("executor.kind", f"unknown executor {kind!r}; choose one of "
                                 f"{tuple(EXECUTORS)}")
     return cls.from_settings(scorer, workers=workers, timeout=timeout, address=address)
-
-
-# Transitional: searcher/config.py and searcher/search.py (owned by the lead engineer) still
-# import these two names; delete them once those files use EXECUTORS and make_executor.
-BACKENDS = tuple(EXECUTORS)
-make_backend = make_executor

@@ -64,7 +64,7 @@ class FaultyScorer:
 
 
 #: flat test shorthands -> (sub-model of SearchConfig, field)
-ALIASES = {"controller": ("controller", "kind"), "backend": ("executor", "kind"),
+ALIASES = {"controller": ("controller", "kind"), "executor": ("executor", "kind"),
            "batch_size": ("controller", "proposals_per_step")}
 
 
@@ -92,7 +92,7 @@ def small_config(**changes):
 
     base = nested({"num_layers": 3, "seed": 3}, dict(
         student_config=None, hidden=32, non_mlp_params=5000, param_window=(12_000, 30_000),
-        evaluations=24, batch_size=4, population=8, sample_size=3, backend="inline"))
+        evaluations=24, batch_size=4, population=8, sample_size=3, executor="inline"))
     return SearchConfig.load(nested(base, changes))
 
 

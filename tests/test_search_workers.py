@@ -17,7 +17,7 @@ import pytest
 from test_search_support import FaultyScorer, history_key, small_config, toy_score
 
 import mlpgraph
-from searcher.budget import Constraints, ParamCounter, ParamWindow
+from searcher.budget import Constraints
 from searcher.candidate import seed_candidates
 from searcher.errors import SearchConfigError, WorkerError
 from searcher.journal import Journal
@@ -40,15 +40,14 @@ WANT = {"ok": "ok", "hang": "timeout", "crash": "failed", "raise": "failed"}
 
 def _feasible_seed_ids() -> list[str]:
     cfg = small_config()
-    checks = Constraints(ParamCounter(cfg.hidden, cfg.non_mlp_params),
-                         ParamWindow(*cfg.param_window))
+    checks = Constraints.from_spec(cfg.constraints)
     return [c.id for c in seed_candidates(mlpgraph.PAPER_SPACE, cfg.num_layers) if checks(c)]
 
 
 def test_crash_raise_and_hang_are_failures_and_the_search_goes_on(tmp_path):
     raising, crashing, hanging = _feasible_seed_ids()[:3]
     scorer = FaultyScorer(raise_ids=(raising,), crash_ids=(crashing,), hang_ids=(hanging,))
-    cfg = small_config(backend="local", workers=2, timeout=3.0, evaluations=12)
+    cfg = small_config(executor="local", workers=2, timeout=3.0, evaluations=12)
     res = run_search(cfg, scorer, tmp_path / "faulty")
     assert res.evaluations == 12 and res.stopped == "evaluation budget reached"
     by_id = {e.candidate.id: e for e in res.history}
@@ -65,8 +64,8 @@ def test_crash_raise_and_hang_are_failures_and_the_search_goes_on(tmp_path):
     assert status[raising] == status[crashing] == status[hanging] == "failed"
     # in-process, the initial population (independent of scores) is proposed identically
     ref = run_search(small_config(evaluations=12), toy_score, tmp_path / "ref")
-    assert [e.candidate.id for e in ref.history[:cfg.population]] == \
-        [e.candidate.id for e in res.history[:cfg.population]]
+    assert [e.candidate.id for e in ref.history[:cfg.controller.population]] == \
+        [e.candidate.id for e in res.history[:cfg.controller.population]]
 
 
 def test_local_pool_returns_results_in_task_order():
@@ -91,9 +90,9 @@ def test_ray_executor_matches_the_local_pool(tmp_path):
     _need_ray()
     raising = _feasible_seed_ids()[1]
     scorer = FaultyScorer(raise_ids=(raising,))
-    local = run_search(small_config(backend="local", workers=2, evaluations=12, rungs=(5, 20)),
+    local = run_search(small_config(executor="local", workers=2, evaluations=12, rungs=(5, 20)),
                        scorer, tmp_path / "local")
-    ray_run = run_search(small_config(backend="ray", workers=2, evaluations=12,
+    ray_run = run_search(small_config(executor="ray", workers=2, evaluations=12,
                                       rungs=(5, 20)), scorer, tmp_path / "ray")
     assert history_key(ray_run) == history_key(local)
     assert next(e for e in ray_run.history if e.candidate.id == raising).status == "failed"
