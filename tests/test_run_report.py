@@ -9,17 +9,19 @@ import json
 import math
 import random
 import re
+import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 import mlpgraph
+from mlpgraph import drawing
 from searcher.candidate import Candidate
 from searcher.cli_run import build_parser, parse_stages, summary
 from searcher.config import SearchConfig
 from searcher.errors import SearchConfigError
-from searcher.report import lineage_dot, load_sections, write_report
+from searcher.report import draw_lineage, lineage_dot, lineage_panels, load_sections, write_report
 from searcher.search import run_search
 from searcher.stages import (
     Pipeline,
@@ -173,7 +175,72 @@ def test_report_has_every_section_and_valid_images(synthetic_run):
     assert [s.name for s in sections] == ["stage 1", "stage 2", "stage 3"]
     rows = sum(len(s.rows) for s in sections)
     assert page.count("<tr><td>stage ") >= rows  # one table row per proposal
-    assert "->" in lineage_dot(sections)
+    assert "lineage.svg" in images and (path.parent / "lineage.dot").read_text() == \
+        lineage_dot(sections)
+    assert lineage_lines(sections) <= set(svg_texts(path.parent / "lineage.svg"))
+    panels, links = lineage_panels(sections)
+    arrows = re.findall(r'^ *"\d+:\w+" -> "\d+:\w+"', lineage_dot(sections), flags=re.M)
+    assert len(arrows) == sum(len(p.edges) for p in panels) + len(links) > 0
+
+
+# ------------------------------------------------------------------------- lineage
+def svg_texts(path: Path) -> list[str]:
+    root = ET.parse(path).getroot()
+    return ["".join(el.itertext()).strip() for el in root.iter() if el.tag.endswith("text")]
+
+
+def lineage_lines(sections) -> set[str]:
+    """Every text line the lineage drawing must show: titles, node and edge labels."""
+    panels, links = lineage_panels(sections)
+    out = {p.title for p in panels} | {e.label for e in links}
+    out |= {t for p in panels for n in p.nodes for t in n.text.split("\n")}
+    return out | {t for p in panels for e in p.edges for t in e.label.split("\n") if t}
+
+
+def test_lineage_is_the_winners_ancestry(synthetic_run):
+    sections = load_sections(synthetic_run)
+    panels, links = lineage_panels(sections)
+    assert [p.title for p in panels] == [s.name for s in sections]  # every stage has a winner
+    for si, (sec, p) in enumerate(zip(sections, panels, strict=True)):
+        rows = {r.candidate_id: r for r in sec.rows if r.status != "duplicate"}
+        assert p.nodes[0].id == f"{si}:{sec.winner.candidate_id}"
+        assert [n.fill for n in p.nodes].count("#ffd8a8") == 1 and p.nodes[0].fill == "#ffd8a8"
+        for e in p.edges:  # each edge is a recorded parent -> child step, with its mutations
+            parent, child = e.src.split(":", 1)[1], e.dst.split(":", 1)[1]
+            lin = rows[child].lineage
+            assert parent in lin["parents"]
+            assert e.label.split("\n") == [f"{m['name']}@L{m['layer'] + 1}"
+                                           for m in lin["mutations"]] or e.label == lin["origin"]
+        ids = {n.id for n in p.nodes}  # every node reaches the winner
+        reach, todo = set(), [p.nodes[0].id]
+        while todo:
+            v = todo.pop()
+            reach.add(v)
+            todo += [e.src for e in p.edges if e.dst == v and e.src not in reach]
+        assert reach == ids
+    for e in links:  # a stage's winner is the next stage's base
+        (sa, a), (sb, b) = e.src.split(":", 1), e.dst.split(":", 1)
+        assert int(sb) == int(sa) + 1 and a == b == sections[int(sa)].winner.candidate_id
+    assert len(links) >= 1 and all(e.dashed for e in links)
+
+
+def test_lineage_without_graphviz(synthetic_run, tmp_path, monkeypatch):
+    """The matplotlib drawing, also where Graphviz is installed."""
+    monkeypatch.setattr(drawing.shutil, "which", lambda name: None)
+    sections = load_sections(synthetic_run)
+    out = draw_lineage(sections, tmp_path / "lineage.svg")
+    assert "matplotlib.org" in out.read_text()  # the engine's mark in the metadata
+    assert lineage_lines(sections) <= set(svg_texts(out))
+    assert draw_lineage([], tmp_path / "none.svg") is None and lineage_dot([]).count("->") == 0
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed "
+                    "(apt-get install graphviz); test_lineage_without_graphviz covers the rest")
+def test_lineage_with_graphviz(synthetic_run, tmp_path):
+    sections = load_sections(synthetic_run)
+    out = draw_lineage(sections, tmp_path / "lineage.svg")
+    assert "graphviz" in out.read_text().lower()
+    assert lineage_lines(sections) <= set(svg_texts(out))
 
 
 def test_report_of_a_lone_search_and_of_nothing(tmp_path, synthetic_run):
