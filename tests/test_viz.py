@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -103,29 +105,28 @@ def test_random_round_trip_and_layout(rng: random.Random, steps: int) -> None:
             assert [x for _, x in sorted(ends)] == sorted(x for _, x in ends)
 
 
-DETERMINISM = """
-import hashlib, random, sys, tempfile
-from pathlib import Path
-import mlpgraph
-from mlpgraph import viz
-from mlpgraph.gen import random_graph
-gs = [mlpgraph.parse("W3(silu(W1(x)) * W2(x))"), random_graph(random.Random(7), 30)]
-out = [viz.to_dot(gs), viz.to_mermaid(gs)]
-with tempfile.TemporaryDirectory() as d:
-    for g in gs:
-        out.append(viz.render(g, Path(d) / "g.svg", engine="matplotlib").read_text())
-sys.stdout.write(hashlib.sha256("\\0".join(out).encode()).hexdigest())
-"""
+def fingerprint() -> str:
+    """A hash of DOT, Mermaid and matplotlib SVG of a GLU and a 30-step random graph."""
+    gs = [mlpgraph.parse("W3(silu(W1(x)) * W2(x))"), random_graph(random.Random(7), 30)]
+    out = [viz.to_dot(gs), viz.to_mermaid(gs)]
+    with tempfile.TemporaryDirectory() as d:
+        for g in gs:
+            out.append(viz.render(g, Path(d) / "g.svg", engine="matplotlib").read_text())
+    return hashlib.sha256("\0".join(out).encode()).hexdigest()
 
 
 def test_text_and_svg_are_identical_across_processes() -> None:
-    """Another process with another hash seed (set and dict orders of strings differ)
-    writes byte-identical DOT, Mermaid and matplotlib SVG."""
+    """Another process, with another hash seed (so other set orders of strings and other
+    object addresses), writes byte-identical DOT, Mermaid and matplotlib SVG."""
     seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
-    runs = [subprocess.run([sys.executable, "-c", DETERMINISM], capture_output=True, text=True,
-                           check=True, env={**os.environ, "PYTHONHASHSEED": s},
-                           cwd=Path(__file__).parents[1]).stdout for s in (seed, "random")]
-    assert len(runs[0]) == 64 and runs[0] == runs[1]
+    code = "import test_viz; print(test_viz.fingerprint())"
+    here = Path(__file__).parent
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=here.parent, env={
+                               **os.environ, "PYTHONHASHSEED": seed,
+                               "PYTHONPATH": os.pathsep.join([str(here), str(here.parent),
+                                                              os.environ.get("PYTHONPATH", "")])})
+    assert other.stdout.strip() == fingerprint()
 
 
 @pytest.mark.parametrize("seed", range(40))
