@@ -6,16 +6,15 @@ and, with widths, their parameter count. ``narrow`` nodes (the explicit cut to
 ``min(d, k)``) are drawn dashed and orange. A shared node is drawn once with an
 edge to each use. Operands of non-commutative ops are numbered 1, 2 on their
 edges (and placed left to right where the layout allows). Several graphs are
-drawn side by side, each under its title. :func:`render` uses Graphviz's ``dot``
-when it is installed (Debian/Ubuntu: ``apt-get install graphviz``; the better
-drawing) and otherwise draws with matplotlib, laying nodes out in rows by height.
-Output is deterministic: the same graph gives byte-identical DOT, Mermaid and SVG.
+drawn side by side, each under its title. A graph becomes a generic
+:class:`~mlpgraph.drawing.DagPanel` (:func:`dag_panels`), which
+:mod:`mlpgraph.drawing` writes as DOT and draws with Graphviz's ``dot`` when it is
+installed, else with matplotlib (no Graphviz needed). Output is deterministic: the
+same graph gives byte-identical DOT, Mermaid and SVG.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +22,13 @@ from pathlib import Path
 import networkx as nx
 
 from . import ir
+from .drawing import DagEdge, DagNode, DagPanel, dag_to_dot, draw_dag
 from .errors import MLPGraphError, SerializationError
 from .ir import Graph, Node, Op, Width
 from .primitives import get_primitive
 
-# the matplotlib engine lives in viz_layout; its names stay importable from here
-from .viz_layout import _Box, _draw, _edge_paths, _headers, _layout, _order, _place  # noqa: F401
-
 Graphs = Graph | Sequence[Graph | tuple[str, Graph]]
 IntOrInts = int | Sequence[int] | None
-FORMATS = ("svg", "png", "pdf")
-ENGINES = ("auto", "graphviz", "matplotlib")
 
 # kind -> (fill, border, dashed); one table for DOT, Mermaid and matplotlib
 STYLE: dict[str, tuple[str, str, bool]] = {
@@ -258,54 +253,40 @@ def _titles(title: str | Sequence[str] | None) -> list[str] | None:
     return [title] if isinstance(title, str) else None if title is None else list(title)
 
 
+# ------------------------------------------------------------ DAG panels
+def _dag(panels: list[_Panel]) -> list[DagPanel]:
+    """Each panel as a generic drawing: styled nodes, operand -> user edges (numbered
+    when the op is not commutative). The one walk over operands for DOT, Mermaid, files."""
+    out = []
+    for p_i, p in enumerate(panels):
+        index = {id(n): i for i, n in enumerate(p.graph.nodes)}
+        nodes = [DagNode(f"g{p_i}n{i}", label, *STYLE[node_kind(n)])
+                 for i, (n, label) in enumerate(zip(p.graph.nodes, p.labels(), strict=True))]
+        edges = [DagEdge(f"g{p_i}n{index[id(s)]}", f"g{p_i}n{i}",
+                         port=pos if _ordered(n) else None)
+                 for i, n in enumerate(p.graph.nodes) for pos, s in enumerate(n.src)]
+        header = p.header()
+        out.append(DagPanel(nodes, edges, p.title, header[1 if p.title else 0:]))
+    return out
+
+
+def dag_panels(graph: Graphs, d_model: int | None = None, d_inner: IntOrInts = None,
+               title: str | Sequence[str] | None = None) -> list[DagPanel]:
+    """The generic drawing (:mod:`mlpgraph.drawing`) of graphs; arguments as for :func:`to_dot`.
+    Node ids are ``g<panel>n<topological index>``; edges go operand -> user."""
+    return _dag(_panels(graph, _titles(title), d_model, d_inner))
+
+
 # -------------------------------------------------------------------- DOT
-def _dot_str(s: str) -> str:
-    """A DOT double-quoted string; backslashes and quotes escaped, newlines as centred breaks."""
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
 def to_dot(graph: Graphs, d_model: int | None = None, d_inner: IntOrInts = None,
            title: str | Sequence[str] | None = None) -> str:
     """Graphviz DOT text for a graph, or several side by side (each a titled cluster).
 
     ``graph`` may be a Graph, a list of Graphs or of (title, Graph) pairs; ``title``
-    one string or one per graph; ``d_inner`` one int or one per graph.
+    one string or one per graph; ``d_inner`` one int or one per graph. The input is
+    at the bottom; operands of non-commutative ops are numbered and in order.
     """
-    return _dot(_panels(graph, _titles(title), d_model, d_inner))
-
-
-def _dot(panels: list[_Panel]) -> str:
-    out = ["digraph mlp {",
-           "  // edges are written user -> operand with dir=back, so that ordering=out puts",
-           "  // operands left to right in order while the input x sits at the bottom",
-           '  graph [rankdir=TB, newrank=true, nodesep=0.25, ranksep=0.3, '
-           'fontname="Helvetica,Arial,sans-serif"];',
-           '  node [shape=box, style="rounded,filled", fontname="Helvetica,Arial,sans-serif", '
-           "fontsize=11, margin=\"0.12,0.05\"];",
-           '  edge [dir=back, color="#495057", arrowsize=0.7, fontsize=9, fontcolor="#495057", '
-           'fontname="Helvetica,Arial,sans-serif"];']
-    for p_i, p in enumerate(panels):
-        header, pad = p.header(), "  "
-        if len(panels) > 1 or header:
-            out.append(f"  subgraph cluster_{p_i} {{")
-            out.append(f"    graph [label={_dot_str(chr(10).join(header))}, labelloc=t, "
-                       'fontsize=13, style="rounded", color="#ced4da"];')
-            pad = "    "
-        for i, (n, label) in enumerate(zip(p.graph.nodes, p.labels(), strict=True)):
-            fill, border, dashed = STYLE[node_kind(n)]
-            style = "rounded,filled,dashed" if dashed else "rounded,filled"
-            extra = (", penwidth=1.6" if dashed else "") + (", ordering=out" if _ordered(n) else "")
-            out.append(f'{pad}g{p_i}n{i} [label={_dot_str(label)}, style="{style}", '
-                       f'fillcolor="{fill}", color="{border}"{extra}];')
-        index = {id(n): i for i, n in enumerate(p.graph.nodes)}
-        for i, n in enumerate(p.graph.nodes):
-            for pos, s in enumerate(n.src):
-                lab = f' [taillabel="{pos + 1}", labeldistance=1.6]' if _ordered(n) else ""
-                out.append(f"{pad}g{p_i}n{i} -> g{p_i}n{index[id(s)]}{lab};")
-        if pad == "    ":
-            out.append("  }")
-    out.append("}")
-    return "\n".join(out) + "\n"
+    return dag_to_dot(dag_panels(graph, d_model, d_inner, title), direction="up", name="mlp")
 
 
 # ---------------------------------------------------------------- Mermaid
@@ -327,20 +308,18 @@ def to_mermaid(graph: Graphs, d_model: int | None = None, d_inner: IntOrInts = N
     panels = _panels(graph, _titles(title), d_model, d_inner)
     out = ["flowchart BT"]
     used: set[str] = set()
-    for p_i, p in enumerate(panels):
-        header, pad = p.header(), "  "
-        if len(panels) > 1 or header:
-            out += [f"  subgraph g{p_i} [{_mermaid_str(chr(10).join(header) or ' ')}]",
+    for p_i, (p, dp) in enumerate(zip(panels, _dag(panels), strict=True)):
+        pad = "  "
+        if len(panels) > 1 or dp.header():
+            out += [f"  subgraph g{p_i} [{_mermaid_str(chr(10).join(dp.header()) or ' ')}]",
                     "    direction BT"]
             pad = "    "
-        for i, (n, label) in enumerate(zip(p.graph.nodes, p.labels(), strict=True)):
+        for n, dn in zip(p.graph.nodes, dp.nodes, strict=True):
             used.add(node_kind(n))
-            out.append(f"{pad}g{p_i}n{i}[{_mermaid_str(label)}]:::mlp_{node_kind(n)}")
-        index = {id(n): i for i, n in enumerate(p.graph.nodes)}
-        for i, n in enumerate(p.graph.nodes):
-            for pos, s in enumerate(n.src):
-                arrow = f"-->|{pos + 1}|" if _ordered(n) else "-->"
-                out.append(f"{pad}g{p_i}n{index[id(s)]} {arrow} g{p_i}n{i}")
+            out.append(f"{pad}{dn.id}[{_mermaid_str(dn.label)}]:::mlp_{node_kind(n)}")
+        for e in dp.edges:
+            arrow = "-->" if e.port is None else f"-->|{e.port + 1}|"
+            out.append(f"{pad}{e.src} {arrow} {e.dst}")
         if pad == "    ":
             out.append("  end")
     for kind, (fill, border, dashed) in STYLE.items():
@@ -358,26 +337,5 @@ def render(graph_or_graphs: Graphs, path: str | Path, *, titles: Sequence[str] |
     ``engine``: "graphviz" (needs ``dot``), "matplotlib", or "auto" (Graphviz when
     ``dot`` is on PATH). ``d_inner`` may be one int per graph. Returns the path.
     """
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in FORMATS:
-        raise ValueError(f"cannot tell the image format from {str(path)!r}; end the file name "
-                         f"in one of {', '.join('.' + f for f in FORMATS)}")
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
-    panels = _panels(graph_or_graphs, titles, d_model, d_inner)
-    dot = shutil.which("dot")
-    if engine == "graphviz" and dot is None:
-        raise RuntimeError("engine='graphviz' needs the Graphviz 'dot' program, which is not on "
-                           "PATH; install it (apt-get install graphviz) or use engine='matplotlib'")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if engine == "graphviz" or (engine == "auto" and dot is not None):
-        cmd = [str(dot), f"-T{fmt}", *(["-Gdpi=150"] if fmt == "png" else []), "-o", str(path)]
-        run = subprocess.run(cmd, input=_dot(panels).encode(), capture_output=True,
-                             timeout=120, check=False)
-        if run.returncode != 0:
-            raise RuntimeError(f"dot failed (exit {run.returncode}) writing {path}: "
-                               f"{run.stderr.decode(errors='replace').strip()}")
-        return path
-    _draw(panels, path, fmt)
-    return path
+    panels = _dag(_panels(graph_or_graphs, titles, d_model, d_inner))
+    return draw_dag(panels, path, direction="up", engine=engine, name="mlp")

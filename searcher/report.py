@@ -15,8 +15,6 @@ the best score over evaluations (``progress.png``), the lineage of the winners
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from typing import Any
 import mlpgraph
 from distill.result import higher_is_better
 from mlpgraph.cli_common import cell
+from mlpgraph.drawing import DagEdge, DagNode, DagPanel, dag_to_dot, draw_dag
 
 from .budget import pareto_front
 from .candidate import Candidate
@@ -184,13 +183,13 @@ def draw_dedupe(sections: list[Section], path: Path) -> Path:
     return path
 
 
-def lineage_dot(sections: list[Section], limit: int = 40) -> str:
-    """DOT text: every section's winner and its ancestors; edges carry the mutations."""
-    lines = ['digraph lineage {', 'rankdir=TB; node [shape=box, style="rounded,filled", '
-             'fillcolor="#f1f3f5", fontname="Helvetica", fontsize=10]; '
-             'edge [fontname="Helvetica", fontsize=9, color="#555555"];']
-    cross: list[str] = []
-    prev_winner: str | None = None
+def lineage_panels(sections: list[Section],
+                   limit: int = 40) -> tuple[list[DagPanel], list[DagEdge]]:
+    """Per section with a winner, a panel of the winner and up to ``limit`` ancestors
+    (parent -> child edges labelled with the mutations; a parent past the limit is a
+    bare box); dashed links join a section's winner to the same candidate in the next."""
+    panels, links = [], []
+    prev: tuple[int, str] | None = None  # the previous section's winner
     for si, sec in enumerate(sections):
         by_id: dict[str, JournalRow] = {}
         for r in sec.rows:  # duplicates can be parents too (they join the population)
@@ -199,44 +198,50 @@ def lineage_dot(sections: list[Section], limit: int = 40) -> str:
         w = sec.winner
         if w is None:
             continue
-        body = [f'subgraph cluster_{si} {{ label="{sec.name}"; color="#adb5bd";']
-        todo, seen = [w.candidate_id], set()
-        while todo and len(seen) < limit:
+        nodes: dict[str, DagNode] = {}
+        edges: list[DagEdge] = []
+        todo = [w.candidate_id]
+        while todo and len(nodes) < limit:
             cid = todo.pop()
-            if cid in seen or cid not in by_id:
+            if cid in nodes or cid not in by_id:
                 continue
-            seen.add(cid)
             r = by_id[cid]
             score = f"dup of {r.dup_of[:8]}" if r.dup_of else \
                 "-" if r.score is None else f"{r.score:.4f}"
-            fill = "#ffd8a8" if cid == w.candidate_id else "#f1f3f5"
-            body.append(f'"{si}:{cid}" [label="{cid[:8]}\\n{r.lineage.get("origin")} {score}", '
-                        f'fillcolor="{fill}"];')
-            muts = r.lineage.get("mutations", [])
-            label = "\\n".join(f"{m['name']}@L{m['layer'] + 1}" for m in muts) or \
+            nodes[cid] = DagNode(f"{si}:{cid}", f"{cid[:8]}\n{r.lineage.get('origin')} {score}",
+                                 fill="#ffd8a8" if cid == w.candidate_id else "#f1f3f5")
+            label = "\n".join(f"{m['name']}@L{m['layer'] + 1}"
+                              for m in r.lineage.get("mutations", [])) or \
                 r.lineage.get("origin", "")
             for parent in r.lineage.get("parents", []):
                 if parent in by_id:
-                    body.append(f'"{si}:{parent}" -> "{si}:{cid}" [label="{label}"];')
+                    edges.append(DagEdge(f"{si}:{parent}", f"{si}:{cid}", label))
                     todo.append(parent)
-        lines += body + ["}"]
-        if prev_winner is not None and prev_winner.split(":", 1)[1] in seen:
-            cross.append(f'"{prev_winner}" -> "{si}:{prev_winner.split(":", 1)[1]}" '
-                         f'[label="base of {sec.name}", style=dashed, constraint=false];')
-        prev_winner = f"{si}:{w.candidate_id}"
-    return "\n".join(lines + cross + ["}"])
+        beyond = sorted({e.src.split(":", 1)[1] for e in edges} - nodes.keys())
+        stubs = [DagNode(f"{si}:{cid}", cid[:8], fill="#ffffff") for cid in beyond]
+        panels.append(DagPanel(list(nodes.values()) + stubs, edges, sec.name))
+        if prev is not None and prev[1] in nodes:
+            links.append(DagEdge(f"{prev[0]}:{prev[1]}", f"{si}:{prev[1]}",
+                                 f"base of {sec.name}", dashed=True))
+        prev = (si, w.candidate_id)
+    return panels, links
+
+
+def lineage_dot(sections: list[Section], limit: int = 40) -> str:
+    """DOT text of :func:`lineage_panels` (ancestors on top)."""
+    panels, links = lineage_panels(sections, limit)
+    if not panels:
+        return "digraph lineage {\n}\n"
+    return dag_to_dot(panels, direction="down", links=links, name="lineage")
 
 
 def draw_lineage(sections: list[Section], path: Path) -> Path | None:
-    """``lineage.svg`` with Graphviz (``dot``); ``None`` when it is not installed."""
-    dot = shutil.which("dot")
-    if dot is None:
+    """``lineage.svg`` by Graphviz when ``dot`` is installed, else by matplotlib; ``None``
+    when no section has a winner."""
+    panels, links = lineage_panels(sections)
+    if not panels:
         return None
-    run = subprocess.run([dot, "-Tsvg", "-o", str(path)], input=lineage_dot(sections).encode(),
-                         capture_output=True, timeout=120, check=False)
-    if run.returncode != 0:
-        raise RuntimeError(f"dot failed writing {path}: {run.stderr.decode(errors='replace')}")
-    return path
+    return draw_dag(panels, path, direction="down", links=links, name="lineage")
 
 
 # --------------------------------------------------------------------------- HTML
@@ -294,7 +299,7 @@ def write_report(run_dir: str | Path) -> Path:
     res_file = run_dir / "results.json"
     results = json.loads(res_file.read_text()) if res_file.is_file() else {}
     lineage = draw_lineage(sections, out / "lineage.svg")
-    (out / "lineage.dot").write_text(lineage_dot(sections) + "\n")
+    (out / "lineage.dot").write_text(lineage_dot(sections))
     figures = {"pareto": draw_pareto(sections, out / "pareto.png").name,
                "progress": draw_progress(sections, out / "progress.png").name,
                "dedupe": draw_dedupe(sections, out / "dedupe.png").name,
