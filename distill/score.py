@@ -103,9 +103,13 @@ def candidate_specs(candidate: Any) -> list[LayerSpec]:
 @torch.no_grad()
 def measure_latency(model: nn.Module, batch: tuple[int, int] = (8, 64), repeats: int = 10,
                     device: str | torch.device = "cpu", warmup: int = 2) -> float:
-    """Median forward time in milliseconds on a fixed random batch ``(batch, seq)``."""
-    vocab = model.config.vocab_size if hasattr(model, "config") else 1000
-    ids = torch.randint(0, vocab, batch, generator=torch.Generator().manual_seed(0)).to(device)
+    """Median forward time in milliseconds on a fixed random batch ``(batch, seq)`` (``seq``
+    capped at the model's positions)."""
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", 1000)
+    most = getattr(config, "max_position", getattr(config, "max_position_embeddings", batch[1]))
+    shape = (batch[0], min(batch[1], most))
+    ids = torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(0)).to(device)
     mask = torch.ones_like(ids)
     model.to(device).eval()
     times = []

@@ -85,14 +85,15 @@ def load_teacher(path: str | Path | None = None, *, num_labels: int | None = Non
 
 
 def teacher_dims(config: Any) -> SimpleNamespace:
-    """``hidden_size``, ``num_hidden_layers``, ``num_attention_heads`` of any BERT-family
-    config (DistilBERT names them ``dim``, ``n_layers``, ``n_heads``)."""
+    """``hidden_size``, ``num_hidden_layers``, ``num_attention_heads`` (and ``vocab_size``)
+    of any BERT-family config (DistilBERT names them ``dim``, ``n_layers``, ``n_heads``)."""
     def get(*names: str) -> int:
         return next(getattr(config, n) for n in names if hasattr(config, n))
 
     return SimpleNamespace(hidden_size=get("hidden_size", "dim"),
                            num_hidden_layers=get("num_hidden_layers", "n_layers"),
-                           num_attention_heads=get("num_attention_heads", "n_heads"))
+                           num_attention_heads=get("num_attention_heads", "n_heads"),
+                           vocab_size=getattr(config, "vocab_size", None))
 
 
 def model_fingerprint(model: nn.Module) -> str:

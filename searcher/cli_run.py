@@ -175,7 +175,8 @@ def register(subparsers: Any, parents: Parents) -> None:
 
     p = subparsers.add_parser("config", help="print a preset pipeline or the pipeline schema",
                               description="Print a preset's pipeline JSON (edit it and pass "
-                              "it to `run --pipeline`), or the JSON schema of pipeline files.")
+                              "it to `run --pipeline`), or the JSON schema of pipeline files.",
+                              epilog=EXIT_CODES_HELP)
     p.add_argument("--preset", default="quick", choices=sorted(PRESET_NAMES))
     p.add_argument("--schema", action="store_true", help="print the JSON schema instead")
     p.set_defaults(func=cmd_config)

@@ -284,12 +284,14 @@ class StudentShape(Model):
             raise ValueError(f"hidden={self.hidden} is not divisible by heads={self.heads}")
         return self
 
-    def to_config(self, num_labels: int = 2, is_regression: bool = False) -> Any:
-        """The ``distill.config.StudentConfig`` with the standard FFN in every layer."""
+    def to_config(self, num_labels: int = 2, is_regression: bool = False,
+                  vocab_size: int = 30522) -> Any:
+        """The ``distill.config.StudentConfig`` with the standard FFN in every layer (the
+        vocabulary is the teacher's)."""
         from distill.config import StudentConfig
 
         return StudentConfig(layers=[(STANDARD_FFN, 1, self.hidden)] * self.num_layers,
-                             hidden=self.hidden, heads=self.heads,
+                             vocab_size=vocab_size, hidden=self.hidden, heads=self.heads,
                              embedding_size=self.embedding_size, trigram=self.trigram,
                              max_position=self.max_position, num_labels=num_labels,
                              is_regression=is_regression)

@@ -34,7 +34,7 @@ from distill import assets as da
 from distill import teacher as dt
 from distill.data import TaskSpec, get_task_spec
 from distill.encode import encode_split, encode_texts
-from distill.pipeline import teacher_outputs
+from distill.pipeline import teacher_dims, teacher_outputs
 from distill.score import ScoreBudget, score
 from distill.train import resolve_device as default_device
 
@@ -110,14 +110,15 @@ def preflight(pipeline: Pipeline, run_dir: Path, *, resume: bool, stages: list[i
         raise SearchConfigError("teacher", f"{pipeline.teacher} is not a model folder (no "
                                 "config.json); give a folder saved by save_pretrained")
     check_folder(pipeline, run_dir, resume)
-    pipeline.select(stages)
+    pipeline.select(stages)  # the default teacher (all-MiniLM-L6-v2) has BERT's 30,522 tokens
     if pipeline.executor.kind == "ray":
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:
             raise SearchConfigError("executor.kind", "Ray is not installed: pip install "
                                     "'efficientbert[ray]' (or use the local executor)")
-    student = pipeline.student.to_config(task.num_labels, task.is_regression)
+    vocab = 30522 if pipeline.teacher is None else teacher_dims(pipeline.teacher).vocab_size
+    student = pipeline.student.to_config(task.num_labels, task.is_regression, vocab)
     constraints, seeds = derive_constraints(pipeline, student)
     start = base or pipeline.base_candidate()
     for spec in pipeline.stages:

@@ -87,7 +87,7 @@ def test_report_has_every_section_and_valid_images(synthetic_run):
     sections = load_sections(synthetic_run)
     assert [s.name for s in sections] == ["stage 1", "stage 2", "stage 3"]
     rows = sum(len(s.rows) for s in sections)
-    assert page.count("<tr><td>stage ") == rows  # one table row per proposal
+    assert page.count("<tr><td>stage ") == rows + len(sections)  # a row per proposal + dedupe
     assert "lineage.svg" in images and (path.parent / "lineage.dot").read_text() == \
         lineage_dot(sections)
     assert lineage_lines(sections) <= set(svg_texts(path.parent / "lineage.svg"))

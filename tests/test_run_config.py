@@ -1,0 +1,214 @@
+"""The pipeline config tree, the ``run`` command line, and bad input refused before any work
+(nothing loaded, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+import mlpgraph
+from searcher.budget import ParamCounter, derive_constraints
+from searcher.candidate import Candidate
+from searcher.cli import build_parser, main
+from searcher.cli_run import parse_stages
+from searcher.config import (
+    BudgetSpec,
+    ControllerSpec,
+    Pipeline,
+    SearchConfig,
+    Stage1,
+    Stage2,
+    Stage3,
+    WarmupSpec,
+    full_preset,
+    load_pipeline,
+    pipeline_schema,
+    quick_preset,
+)
+from searcher.errors import SearchConfigError
+from searcher.run import search_config
+from searcher.warmup import supernet_sampler
+
+
+# ----------------------------------------------------------------- the tree
+@pytest.mark.parametrize("make", [quick_preset, full_preset])
+def test_pipeline_round_trips_through_json(make):
+    p = make()
+    assert Pipeline.from_json(p.to_json()) == p
+    assert Pipeline.load(p.dump()) == p
+    assert json.loads(p.to_json())["stages"][2]["stage"] == 3
+    assert [s.stage for s in p.select([3, 1])] == [1, 3]
+
+
+def test_pipeline_errors_name_the_field(tmp_path):
+    d = quick_preset().dump()
+    d["stages"][0]["kd_stepz"] = 3
+    with pytest.raises(SearchConfigError, match=r"^stages\[0\]\.kd_stepz: Extra inputs"):
+        Pipeline.load(d)
+    d = quick_preset().dump()
+    d["stages"][1]["stage"] = 7
+    with pytest.raises(SearchConfigError, match=r"^stages\[1\]: .*expected tags: 1, 2, 3"):
+        Pipeline.load(d)
+    d = quick_preset().dump()
+    d["stages"][0]["controller"]["evaluations"] = -3
+    with pytest.raises(SearchConfigError, match=r"^stages\[0\]\.controller\.evaluations: .*> ?0|"
+                                                r"greater than 0"):
+        Pipeline.load(d)
+    with pytest.raises(SearchConfigError, match="unknown preset"):
+        load_pipeline("huge")
+    with pytest.raises(SearchConfigError, match="pipeline: stages .* in order"):
+        Pipeline.load({"stages": [{"stage": 2}, {"stage": 1}]})
+    with pytest.raises(SearchConfigError, match="stage 3 is not in"):
+        Pipeline(stages=[Stage1()]).stage(3)
+    with pytest.raises(SearchConfigError, match=r"^student: hidden=100 is not divisible"):
+        Pipeline.load({"student": {"hidden": 100}})
+    with pytest.raises(SearchConfigError, match="^budget: mlp_width"):
+        Pipeline.load({"budget": {"mlp_width": [2, 1]}})
+    f = tmp_path / "p.json"
+    f.write_text(quick_preset().to_json())
+    assert load_pipeline(path=f) == quick_preset()
+    f.write_text("{not json")
+    with pytest.raises(SearchConfigError, match="is not valid JSON"):
+        load_pipeline(path=f)
+
+
+def test_schema_covers_every_field():
+    schema = pipeline_schema()
+    assert set(schema["properties"]) == set(Pipeline.model_fields)
+    defs = schema["$defs"]
+    for name in ("Stage1", "Stage2", "Stage3", "ControllerSpec", "WarmupSpec", "ScoreSpec"):
+        assert name in defs
+    assert set(defs["ControllerSpec"]["properties"]) == set(ControllerSpec.model_fields)
+
+
+def test_stage_defaults_masks_and_composed_search_configs():
+    assert Stage1().genes == {"expr", "stacks", "ratio"}
+    assert Stage2().genes == {"expr"}
+    assert Stage3().genes == {"stacks", "ratio"} and Stage3().no_training
+    assert isinstance(Stage3().rewarm, WarmupSpec) and Stage1().rewarm is None
+    assert (Stage1().controller.evaluations, Stage2().controller.evaluations,
+            Stage3().controller.evaluations) == (24, 16, 40)
+    p = quick_preset()
+    cons, _ = derive_constraints(p, p.student.to_config())
+    for spec in p.stages:
+        cfg = search_config(p, spec, p.base_candidate(), cons, None)
+        assert cfg.gene_mask() == spec.genes and cfg.stage == spec.stage
+        assert (cfg.base is None) == (spec.stage == 1)
+        # composed, not copied: the stage's and the pipeline's own sub-models
+        assert cfg.controller == spec.controller and cfg.fidelity == spec.fidelity
+        assert cfg.executor == p.executor and cfg.constraints == cons
+        assert cfg.rank_by == "accuracy"
+
+
+def test_resumable_differences():
+    a = SearchConfig.load({"constraints": {"student_config": None, "hidden": 8}})
+    b = a.but(executor={"kind": "inline", "workers": 3},
+              controller={**a.controller.dump(), "evaluations": 500})
+    assert a.differences(b.dump()) == []
+    c = a.but(seed=5, controller={**a.controller.dump(), "population": 3})
+    assert a.differences(c.dump()) == ["controller.population", "seed"]
+
+
+def test_constraints_window_and_sampler():
+    p = quick_preset()
+    cfg = p.student.to_config()
+    cons, seeds = derive_constraints(p, cfg)
+    lo, hi = cons.param_window
+    assert lo < hi and "1x1" in seeds and "1x1/2" not in seeds
+    assert cons.latency_budget and cons.latency_proxy == "flops"
+    counter = ParamCounter.from_student_config(cfg)
+    ffn = mlpgraph.parse("W2(gelu(W1(x)))")
+    sample = supernet_sampler(mlpgraph.PAPER_SPACE, [ffn] * 3, cfg.hidden,
+                              lambda c: lo <= counter(c) <= hi)
+    a = [sample(random.Random(5)) for _ in range(3)]
+    assert a == [sample(random.Random(5)) for _ in range(3)]  # deterministic
+    cand = Candidate.from_dict({"layers": [
+        {"graph": g.to_list(), "stacks": s, "ratio": str(k / cfg.hidden)} for g, s, k in a[0]]})
+    assert lo <= counter(cand) <= hi
+    with pytest.raises(SearchConfigError, match="admits no standard FFN"):
+        derive_constraints(p.but(budget=BudgetSpec(mlp_width=(5.0, 6.0)).dump()), cfg)
+
+
+# ----------------------------------------------------------------- the command line
+def test_run_arguments_parse():
+    args = build_parser().parse_args(["run"])
+    assert (args.preset, args.stages, args.executor, args.resume) == ("quick", [1, 2, 3],
+                                                                       None, False)
+    args = build_parser().parse_args(["run", "--preset", "full", "--stages", "3,1",
+                                      "--seed", "4", "--executor", "ray", "--address",
+                                      "auto", "--resume", "--out", "x", "--threads", "3"])
+    assert args.stages == [1, 3] and args.seed == 4 and args.address == "auto"
+    assert args.resume and args.out == Path("x") and args.threads == 3
+    assert build_parser().parse_args(["report", "some/dir"]).run_dir == Path("some/dir")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--stages", "4"])
+    with pytest.raises(Exception, match="stages are 1, 2 and 3"):
+        parse_stages("0,2")
+
+
+@pytest.mark.parametrize("command", [["run"], ["distill", "--student", "x"], ["teacher"],
+                                     ["assets"], ["compile", "W2(W1(x))"]])
+def test_shared_flags_are_spelled_once(command):
+    args = build_parser().parse_args([*command, "--cache-dir", "c", "--threads", "2",
+                                      "--device", "cpu"])
+    assert (args.cache_dir, args.threads, args.device) == ("c", 2, "cpu")
+
+
+def test_every_subcommand_documents_the_exit_codes(capsys):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        assert "exit codes: 0 ok; 2 bad input" in (p.epilog or ""), name
+
+
+def test_config_command_prints_a_loadable_pipeline_and_the_schema(capsys):
+    assert main(["config", "--preset", "full"]) == 0
+    assert Pipeline.from_json(capsys.readouterr().out) == full_preset()
+    assert main(["config", "--schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == pipeline_schema()
+
+
+# ----------------------------------------------------------------- bad input first
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(["run", "--quiet", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_resume_of_a_folder_without_a_run_is_refused(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = _run(["--resume", "--out", str(empty)], capsys)
+    assert code == 2 and f"--resume: {empty} holds no run" in err
+    assert list(empty.iterdir()) == []
+    code, err = _run(["--resume", "--out", str(tmp_path / "missing")], capsys)
+    assert code == 2 and not (tmp_path / "missing").exists()
+
+
+def test_bad_pipeline_is_refused_before_anything_is_written(tmp_path, capsys):
+    bad = tmp_path / "p.json"
+    d = quick_preset().dump()
+    d["stages"][0]["controller"]["evaluations"] = -3
+    bad.write_text(json.dumps(d))
+    out = tmp_path / "run"
+    code, err = _run(["--pipeline", str(bad), "--out", str(out)], capsys)
+    assert code == 2 and "stages[0].controller.evaluations" in err
+    assert not out.exists()
+    d = quick_preset().dump()
+    d["teacher"] = str(tmp_path / "no-teacher")
+    bad.write_text(json.dumps(d))
+    code, err = _run(["--pipeline", str(bad), "--out", str(out)], capsys)
+    assert code == 2 and "teacher:" in err and "no config.json" in err and not out.exists()
+    d["teacher"], d["task"] = None, "mnli_typo"
+    bad.write_text(json.dumps(d))
+    code, err = _run(["--pipeline", str(bad), "--out", str(out)], capsys)
+    assert code == 2 and "unknown task 'mnli_typo'" in err and not out.exists()
+
+
+def test_a_folder_holding_something_else_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, err = _run(["--out", str(tmp_path)], capsys)
+    assert code == 2 and "already holds other files" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

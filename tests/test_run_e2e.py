@@ -1,0 +1,92 @@
+"""``efficientbert run`` end to end, fast: a tiny teacher built here, a tiny synthetic task,
+a fresh cache; every stage, the final comparison and the report. Nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from searcher import run as run_module
+from searcher.cli import main
+from searcher.config import (
+    ControllerSpec,
+    ExecutorSpec,
+    FinalSpec,
+    Pipeline,
+    ScoreSpec,
+    Stage1,
+    Stage2,
+    Stage3,
+    StudentShape,
+    WarmupSpec,
+)
+from searcher.run import run_pipeline
+
+TINY_WARMUP = WarmupSpec(general_steps=4, task_steps=4, batch_size=8)
+
+
+def tiny_pipeline(task: str, teacher: str) -> Pipeline:
+    def ctl(n: int) -> ControllerSpec:
+        return ControllerSpec(evaluations=n, population=n, sample_size=2, proposals_per_step=2)
+
+    return Pipeline(
+        name="tiny", task=task, teacher=teacher, threads=1, unlabeled_limit=64,
+        student=StudentShape(num_layers=2, hidden=16, heads=4, embedding_size=8,
+                             max_position=40),
+        score=ScoreSpec(train_slice=(0, 64), heldout_size=32, batch_size=8),
+        warmup=TINY_WARMUP,
+        stages=[Stage1(controller=ctl(3), kd_steps=2), Stage2(controller=ctl(2), kd_steps=2),
+                Stage3(controller=ctl(3), rewarm=WarmupSpec(general_steps=2, task_steps=2,
+                                                            batch_size=8))],
+        executor=ExecutorSpec(kind="inline", workers=1),
+        final=FinalSpec(task_steps=3, batch_size=8))
+
+
+def test_tiny_run_end_to_end(tmp_path, tiny_task, teacher_dir):
+    p = tiny_pipeline(tiny_task, teacher_dir)
+    res = run_pipeline(p, tmp_path / "run", cache_dir=str(tmp_path / "cache"), progress=False,
+                       log=lambda s: None)
+    assert [s["stage"] for s in res["stages"]] == [1, 2, 3]
+    assert all(s["rank_by"] == "accuracy" for s in res["stages"])
+    final = res["final"]
+    assert final["splits"] == {"eval": "heldout", "test": "test"}
+    assert final["winner"]["params"] == final["baseline"]["params"]
+    for key in ("winner", "baseline", "teacher"):
+        assert set(final[key]["test"]) >= {"accuracy", "f1"}
+    assert not res["teacher"]["reused"] and not res["caches"]["reused"]
+    for f in ("results.json", "pipeline.json", "student_config.json", "winner/config.json",
+              "winner/candidate.json", "winner/tokenizer.json", "baseline/model.safetensors",
+              "report/index.html", "stage3/journal.sqlite", "warmup/stage3/model.safetensors"):
+        assert (tmp_path / "run" / f).is_file(), f
+    assert not (tmp_path / "run" / "FAILED.json").exists()
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["final"] == final
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "searched winner" in page and "standard FFN, same shape" in page
+    # the same seed again, resumed: every finished step is reused, the result is the same
+    again = run_pipeline(p, tmp_path / "run", resume=True, cache_dir=str(tmp_path / "cache"),
+                         progress=False, log=lambda s: None)
+    assert again["final"]["winner"]["test"] == final["winner"]["test"]
+    assert again["teacher"]["reused"] and again["caches"]["reused"]
+
+
+def test_a_run_that_fails_later_is_marked_failed(tmp_path, tiny_task, teacher_dir,
+                                                 monkeypatch, capsys):
+    def broken(ctx, winner, supernet):
+        raise RuntimeError("the final comparison broke")
+
+    monkeypatch.setattr(run_module, "final_compare", broken)
+    p = tiny_pipeline(tiny_task, teacher_dir).but(
+        stages=[Stage1(controller=ControllerSpec(evaluations=2, population=2, sample_size=2),
+                       kd_steps=1).dump()])
+    pipe = tmp_path / "pipeline.json"
+    pipe.write_text(p.to_json())
+    out = tmp_path / "run"
+    code = main(["run", "--pipeline", str(pipe), "--out", str(out), "--stages", "1",
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"])
+    assert code == 1 and "the final comparison broke" in capsys.readouterr().err
+    failed = json.loads((out / "FAILED.json").read_text())
+    assert "RuntimeError: the final comparison broke" in failed["error"]
+    assert (out / "stage1" / "stage.json").is_file() and not (out / "results.json").exists()
+    with pytest.raises(Exception, match="already holds a run"):
+        run_pipeline(p, out, stages=[1], progress=False)
