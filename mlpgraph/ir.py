@@ -263,8 +263,9 @@ def skip_narrow(n: Node) -> Node:
 
 
 def rebuild(node: Node, src: Sequence[Node]) -> Node:
-    """``node`` over new children, re-typed through the builders (a primitive re-derives its
-    ``narrow`` coercions; a linear keeps its output width). ``node`` itself if unchanged."""
+    """``node`` over new children, re-typed through the builders (a primitive's operands of
+    different widths are narrowed again; a linear keeps its output width); ``node`` itself
+    if the children are the same."""
     if tuple(src) == node.src:  # nodes compare by identity
         return node
     if node.op is Op.PRIM:

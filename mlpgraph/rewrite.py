@@ -15,6 +15,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator, MutableMapping, MutableSequence, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import MLPGraphError
 from .ir import Graph, Node, Op, rebuild
@@ -83,11 +84,11 @@ class RewriteLimitError(MLPGraphError):
     """Rules did not reach a fixed point within the step bound (a cycle among rules)."""
 
 
-Index = tuple[dict[Op, list[Rule]], dict[Primitive, list[Rule]]]
+RuleIndex = tuple[dict[Op, list[Rule]], dict[Primitive, list[Rule]]]
 _MISSING = object()
 
 
-def _build_index(rules: Iterable[Rule]) -> Index:
+def _build_index(rules: Iterable[Rule]) -> RuleIndex:
     """Rules by node kind, plus an (empty, filled as primitives are met) table of the rules
     whose pattern accepts a given primitive."""
     rules = list(rules)
@@ -104,23 +105,23 @@ class RuleList(MutableSequence[Rule]):
     def __init__(self, rules: Iterable[Rule] = ()) -> None:
         self._rules = list(rules)
         self.version = 0
-        self._index: tuple[int, Index] | None = None
+        self._index: tuple[int, RuleIndex] | None = None
         self._memo: tuple[tuple[int, int], MutableMapping[Node, Node | None]] | None = None
 
     def __len__(self) -> int:
         return len(self._rules)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int | slice) -> Any:
         return self._rules[i]
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self._rules)
 
-    def __setitem__(self, i, rule) -> None:
+    def __setitem__(self, i: int | slice, rule: Any) -> None:
         self._rules[i] = rule
         self.version += 1
 
-    def __delitem__(self, i) -> None:
+    def __delitem__(self, i: int | slice) -> None:
         del self._rules[i]
         self.version += 1
 
@@ -131,7 +132,7 @@ class RuleList(MutableSequence[Rule]):
     def __repr__(self) -> str:
         return f"RuleList({[r.name for r in self._rules]})"
 
-    def dispatch(self) -> Index:
+    def dispatch(self) -> RuleIndex:
         """The rules by node kind and by primitive (see :func:`_build_index`), for this
         version of the list."""
         if self._index is None or self._index[0] != self.version:

@@ -16,7 +16,7 @@ Terms used below (``narrow`` nodes are transparent everywhere, as in the space's
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from mlpgraph import Graph, GraphTypeError, Node, Op, Space, Width, get_primitive, ir
 from mlpgraph.ir import rebuild, skip_narrow
@@ -38,9 +38,9 @@ def width_class(n: Node) -> str:
     return "d" if n.width is Width.D else "k"
 
 
-def linear_names(root: Node) -> list[str]:
-    """The names of the linear nodes under ``root``, sorted (a name used twice twice)."""
-    return sorted(n.name for n in ir.toposort(root) if n.op is Op.LINEAR)
+def linear_names(nodes: Iterable[Node]) -> list[str]:
+    """The names of the linear nodes among ``nodes``, sorted (a name on two nodes twice)."""
+    return sorted(n.name for n in nodes if n.op is Op.LINEAR)
 
 
 def substitute(graph: Graph, mapping: dict[Node, Node]) -> Node:
@@ -54,7 +54,7 @@ def substitute(graph: Graph, mapping: dict[Node, Node]) -> Node:
 
 
 class View:
-    """Per-graph facts the mutations need: depths, core parents, ancestry."""
+    """Per-graph facts the mutations need: depths, core parents, linear frontiers."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
@@ -68,7 +68,7 @@ class View:
                     self.parents[skip_narrow(s)].append((n, i))
         self.core = [n for n in graph.nodes if n.op is not Op.NARROW]
         self.prims = [n for n in self.core if n.op is Op.PRIM]
-        self.linear_names = linear_names(graph.root)
+        self.linear_names = linear_names(graph.nodes)
         self._frontier: dict[Node, list[Node]] = {}
 
     def edges(self) -> list[Edge]:

@@ -226,7 +226,7 @@ def delete_node(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dict]
     def build(opt: tuple[Node, Node]) -> Node | None:
         root = _swap_in(v, *opt)
         if not sp.min_height <= root.ref_height <= sp.max_height or \
-                linear_names(root) != v.linear_names:
+                linear_names(ir.toposort(root)) != v.linear_names:
             return None
         return root
 
