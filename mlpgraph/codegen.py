@@ -33,7 +33,6 @@ from torch import nn
 from .cost import linear_shapes
 from .errors import BackendError, WidthError
 from .ir import Graph, Node, Op, Width
-from .primitives import get_primitive
 
 __all__ = [
     "CompiledMLP", "ExportedMLP", "LinearSlot", "MLPModule", "as_weight_pair",
@@ -101,12 +100,12 @@ def weight_arg_names(graph: Graph, has_bias: Mapping[str, bool]) -> list[tuple[s
 
 def _node_name(n: Node) -> str:
     if n.op is Op.LINEAR:
-        return str(n.arg).lower()
+        return n.name.lower()
     if n.op is Op.NARROW:
         return "narrow"
     if n.op is Op.CONST:
         return "const" if n.width is Width.S else "fill"
-    return str(n.arg)
+    return n.name
 
 
 def _inner(graph: Graph, d_model: int, d_inner: int | None) -> int:
@@ -147,24 +146,24 @@ def build_fx_graph(graph: Graph, d_model: int, d_inner: int | None, *,
             v = x
         elif n.op is Op.CONST:
             if n.width is Width.S:
-                v = fx.create_node("call_method", "new_full", (x, (), float(n.arg)), name=name)
+                v = fx.create_node("call_method", "new_full", (x, (), n.value), name=name)
             else:
                 v = fx.create_node("call_function", fill,
-                                   (x, n.width.bind(d_model, d_inner), float(n.arg)), name=name)
+                                   (x, n.width.bind(d_model, d_inner), n.value), name=name)
         elif n.op is Op.NARROW:
             m = Width.M.bind(d_model, d_inner)
             v = fx.create_node("call_function", operator.getitem,
                                (vals[id(n.src[0])], (Ellipsis, slice(None, m, None))), name=name)
         elif n.op is Op.LINEAR:
             h = vals[id(n.src[0])]
-            layer = str(n.arg)
+            layer = n.name
             if functional:
                 args = (h, params[layer, "weight"], params.get((layer, "bias")))
                 v = fx.create_node("call_function", F.linear, args, name=name)
             else:
                 v = fx.create_node("call_module", layer, (h,), name=name)
         else:
-            fn = get_primitive(str(n.arg)).torch_fn(compiled_forms)
+            fn = n.prim.torch_fn(compiled_forms)
             v = fx.create_node("call_function", fn, tuple(vals[id(s)] for s in n.src), name=name)
         vals[id(n)] = v
     fx.output(vals[id(graph.root)])

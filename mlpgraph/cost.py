@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from .ir import Graph, Op, Width
-from .primitives import get_primitive
 
 
 def linear_shapes(graph: Graph, d_model: int, d_inner: int) -> dict[str, tuple[int, int]]:
@@ -29,5 +28,5 @@ def count_flops(graph: Graph, *, d_model: int, d_inner: int, tokens: int = 1,
             fan_in = n.src[0].width.bind(d_model, d_inner)
             total += 2 * fan_in * width + (width if bias else 0)
         elif n.op is Op.PRIM and n.width is not Width.S:
-            total += get_primitive(str(n.arg)).flops * width
+            total += n.prim.flops * width
     return int(round(total * tokens))

@@ -2,6 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from typing import Any
+
+
+def loads_json(text: str, error: Callable[[str], ValueError]) -> Any:
+    """``json.loads(text)``, raising ``error(what the JSON parser said)`` for bad JSON, so
+    each caller reports it as its own kind of error."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(str(e)) from None
+
 
 class MLPGraphError(ValueError):
     """Base class of every error mlpgraph raises for bad input."""

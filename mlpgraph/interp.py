@@ -11,7 +11,6 @@ import torch
 
 from .errors import WidthError
 from .ir import Graph, Node, Op, Width
-from .primitives import get_primitive
 
 Weights = Mapping[str, tuple[torch.Tensor, torch.Tensor | None]]
 
@@ -46,19 +45,19 @@ def evaluate(graph: Graph, x: torch.Tensor, weights: Weights,
         elif n.op is Op.CONST:
             size = n.width.bind(d, k)
             v = torch.full((*x.shape[:-1], size) if n.width is not Width.S else (),
-                           float(n.arg), dtype=x.dtype, device=x.device)
+                           n.value, dtype=x.dtype, device=x.device)
         elif n.op is Op.NARROW:
             v = vals[n.src[0]][..., : Width.M.bind(d, k)]
         elif n.op is Op.LINEAR:
             v = _linear(n, vals[n.src[0]], weights, d, k)
         else:
-            v = get_primitive(str(n.arg)).fn(*(vals[s] for s in n.src))
+            v = n.prim.fn(*(vals[s] for s in n.src))
         vals[n] = v
     return vals[graph.root]
 
 
 def _linear(n: Node, h: torch.Tensor, weights: Weights, d: int, k: int | None) -> torch.Tensor:
-    name = str(n.arg)
+    name = n.name
     if name not in weights:
         raise WidthError(f"no weights for linear {name}; pass weights[{name!r}] = (weight, bias)")
     w, b = weights[name]

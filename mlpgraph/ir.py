@@ -1,10 +1,11 @@
-"""The IR: a typed, immutable, hash-consed expression DAG.
+"""The IR: a typed, immutable, hash-consed expression DAG, and the one graph toolkit.
 
-A :class:`Node` is one small frozen record ``(op, width, src, arg)``. Nodes are
-hash-consed: building a node that is structurally equal to a live one returns
-that very object, so common subexpressions are shared by construction and
-equality is identity. ``W1(x)`` written twice is one node; same linear name means
-same weights.
+A :class:`Node` is one small frozen record: its kind ``op``, its width, its children
+``src`` and one typed payload (``prim`` for a primitive, ``name`` for a linear layer,
+``value`` for a constant). Nodes are hash-consed: building a node that is structurally
+equal to a live one returns that very object, so common subexpressions are shared by
+construction and equality is identity. ``W1(x)`` written twice is one node; same
+linear name means same weights.
 
 Widths are symbolic (:class:`Width`): ``d`` (model width), ``k`` (inner width),
 ``m`` = ``min(d, k)`` (only produced by an explicit ``narrow`` coercion node) and
@@ -12,22 +13,26 @@ Widths are symbolic (:class:`Width`): ``d`` (model width), ``k`` (inner width),
 module is built. A :class:`Graph` wraps the output node (which must have width
 ``d``) and serializes as a topologically ordered list whose children are indices,
 in the style of egg's ``RecExpr``.
+
+The graph toolkit every other module uses: :func:`skip_narrow`, :func:`rebuild`,
+:func:`toposort`, :func:`ancestors`, :func:`describe` and :func:`node_arg`; heights
+are cached on the nodes. The RecExpr writer and row reader are in :mod:`mlpgraph.recexpr`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
-from .errors import GraphTypeError, SerializationError
-from .primitives import get_primitive as _get_primitive
+from .errors import GraphTypeError
+from .primitives import Primitive, get_primitive
 
 
 class Width(StrEnum):
@@ -60,7 +65,8 @@ class Op(StrEnum):
 
 
 _LINEAR_NAME = re.compile(r"^W[A-Za-z0-9_]*$")
-# hash-consing table: key -> weak reference to the live node with that structure
+_FIXED_NAME = {Op.INPUT: "x", Op.NARROW: "narrow"}
+# hash-consing table: (op, width, payload, *child ids) -> weak reference to the live node
 _CACHE: dict[tuple, _Ref] = {}
 
 
@@ -71,8 +77,11 @@ class Node:
     op: Op
     width: Width
     src: tuple[Node, ...]
-    arg: str | float | None
+    prim: Primitive | None  # the primitive (Op.PRIM only)
+    name: str  # a linear's or primitive's name; "x", "narrow", or a constant's repr
+    value: float | None  # the constant (Op.CONST only)
     height: int = field(repr=False)  # edges on the longest path down to a leaf
+    ref_height: int = field(repr=False)  # the same with `narrow` not counted (the space's)
     _digest: str | None = field(default=None, repr=False)
 
     @property
@@ -81,7 +90,7 @@ class Node:
         d = self._digest
         if d is None:
             h = hashlib.blake2b(digest_size=10)
-            h.update(f"{self.op.value}|{self.arg!r}|{self.width.value}|".encode())
+            h.update(f"{self.op.value}|{node_arg(self)!r}|{self.width.value}|".encode())
             for s in self.src:
                 h.update(s.digest.encode())
             d = h.hexdigest()
@@ -92,7 +101,8 @@ class Node:
         return f"Node({describe(self)})"
 
     # Hash-consing must survive copies and pickles (process-pool workers, Ray): a copy is
-    # the node itself and unpickling rebuilds through the table, so ``is`` stays equality.
+    # the node itself and unpickling rebuilds through the table (a primitive by its name,
+    # resolved in the registry), so ``is`` stays equality.
     def __copy__(self) -> Node:
         return self
 
@@ -100,22 +110,59 @@ class Node:
         return self
 
     def __reduce__(self) -> tuple:
-        return _make, (self.op, self.width, self.src, self.arg)
+        return _revive, (self.op, self.width, self.src, node_arg(self))
 
 
-def _make(op: Op, width: Width, src: tuple[Node, ...], arg: str | float | None) -> Node:
-    key = (op, width, arg, *map(id, src))
+def node_arg(n: Node) -> str | float | None:
+    """The ``arg`` column of ``n``'s serialized row: the primitive's or linear's name, the
+    constant's value, or ``None``."""
+    return n.value if n.op is Op.CONST else n.name if n.op in (Op.PRIM, Op.LINEAR) else None
+
+
+# Nodes are built by setting their slots directly: a frozen dataclass's __init__ goes
+# through object.__setattr__ for each field, measured 1.5x slower than this.
+_new = object.__new__
+(_set_op, _set_width, _set_src, _set_prim, _set_name, _set_value, _set_height,
+ _set_ref_height, _set_digest) = (getattr(Node, f.name).__set__ for f in fields(Node))
+
+
+def _make(op: Op, width: Width, src: tuple[Node, ...], payload: Primitive | str | float | None
+          ) -> Node:
+    """The live node with this structure, or a new one. ``payload``: the :class:`Primitive`,
+    the linear's name or the constant's value (``None`` for the input and ``narrow``)."""
+    key = (op, width, payload, *map(id, src))
     ref = _CACHE.get(key)
     if ref is not None:
         hit = ref()
         if hit is not None:
             return hit
-    height = 1 + max([s.height for s in src]) if src else 0
-    node = Node(op, width, src, arg, height)
+    node = _new(Node)
+    _set_op(node, op)
+    _set_width(node, width)
+    _set_src(node, src)
+    _set_prim(node, payload if op is Op.PRIM else None)
+    _set_value(node, payload if op is Op.CONST else None)
+    _set_name(node, payload.name if op is Op.PRIM else repr(payload) if op is Op.CONST
+              else payload or _FIXED_NAME[op])
+    _set_digest(node, None)
+    if src:
+        h = rh = 0
+        for s in src:
+            h = s.height if s.height > h else h
+            rh = s.ref_height if s.ref_height > rh else rh
+        _set_height(node, h + 1)
+        _set_ref_height(node, rh if op is Op.NARROW else rh + 1)
+    else:
+        _set_height(node, 0)
+        _set_ref_height(node, 0)
     ref = _Ref(node, _forget)
     ref.key = key
     _CACHE[key] = ref
     return node
+
+
+def _revive(op: Op, width: Width, src: tuple[Node, ...], arg: str | float | None) -> Node:
+    return _make(op, width, src, get_primitive(arg) if op is Op.PRIM else arg)
 
 
 class _Ref(weakref.ref):
@@ -150,7 +197,7 @@ def default_linear_out(width: Width) -> Width:
 
 def linear(name: str, a: Node, out: Width | str | None = None) -> Node:
     """Apply the linear layer ``name`` to ``a``; ``out`` annotates the output width."""
-    if not _LINEAR_NAME.match(name):
+    if not isinstance(name, str) or not _LINEAR_NAME.match(name):
         raise GraphTypeError(
             f"linear layer name {name!r} is invalid: it must start with 'W' followed by "
             "letters, digits or '_' (e.g. W1, W2, Wgate)"
@@ -171,27 +218,27 @@ def narrow(a: Node) -> Node:
     return _make(Op.NARROW, Width.M, (a,), None)
 
 
-def apply(name: str, *args: Node, coerce: bool = True) -> Node:
-    """Apply the registered primitive ``name`` to ``args``.
+def apply(prim: Primitive | str, *args: Node, coerce: bool = True) -> Node:
+    """Apply a primitive (a registered :class:`Primitive` or its name) to ``args``.
 
     Operands of different widths (``d`` and ``k``) are cut to ``min(d, k)`` by
     visible :func:`narrow` nodes when ``coerce`` is true (the reference's
     behaviour), else that is a :class:`GraphTypeError`.
     """
-    prim = _get_primitive(name)
-    if len(args) != prim.arity:
+    p = prim if isinstance(prim, Primitive) else get_primitive(prim)
+    if len(args) != p.arity:
         raise GraphTypeError(
-            f"{prim.name} takes {prim.arity} argument(s), got {len(args)} in "
-            f"{prim.name}({', '.join(describe(a) for a in args)})"
+            f"{p.name} takes {p.arity} argument(s), got {len(args)} in "
+            f"{p.name}({', '.join(describe(a) for a in args)})"
         )
     width = args[0].width
     for a in args[1:]:
         if a.width is not width:
-            width = _join_widths(prim.name, args, coerce)
+            width = _join_widths(p.name, args, coerce)
             if width is Width.M:
                 args = tuple(narrow(a) for a in args)
             break
-    return _make(Op.PRIM, width, tuple(args), prim.name)
+    return _make(Op.PRIM, width, tuple(args), p)
 
 
 def _join_widths(name: str, args: tuple[Node, ...], coerce: bool) -> Width:
@@ -207,15 +254,55 @@ def _join_widths(name: str, args: tuple[Node, ...], coerce: bool) -> Width:
     return Width.M
 
 
-def rebuild(node: Node, src: tuple[Node, ...]) -> Node:
-    """``node`` with new children (re-typed through the builders)."""
+# ----------------------------------------------------------------- toolkit
+def skip_narrow(n: Node) -> Node:
+    """``n`` without the ``narrow`` coercions on top."""
+    while n.op is Op.NARROW:
+        n = n.src[0]
+    return n
+
+
+def rebuild(node: Node, src: Sequence[Node]) -> Node:
+    """``node`` over new children, re-typed through the builders (a primitive's operands of
+    different widths are narrowed again; a linear keeps its output width); ``node`` itself
+    if the children are the same."""
+    if tuple(src) == node.src:  # nodes compare by identity
+        return node
     if node.op is Op.PRIM:
-        return apply(str(node.arg), *src)
+        return apply(node.prim, *src)
     if node.op is Op.LINEAR:
-        return linear(str(node.arg), src[0], node.width)
+        return linear(node.name, src[0], node.width)
     if node.op is Op.NARROW:
         return narrow(src[0])
     return node
+
+
+def toposort(root: Node) -> list[Node]:
+    """Nodes reachable from ``root``, children before parents, in DFS post-order."""
+    order: list[Node] = []
+    seen: set[Node] = set()
+    add, push = seen.add, order.append
+
+    def visit(n: Node) -> None:
+        for s in n.src:
+            if s not in seen:
+                visit(s)
+        add(n)
+        push(n)
+
+    visit(root)
+    return order
+
+
+def ancestors(graph: Graph, target: Node) -> list[Node]:
+    """The nodes of ``graph`` that have ``target`` below them (not ``target``), in graph order."""
+    reach = {target}
+    out = []
+    for n in graph.nodes:  # children first, so reach grows upward
+        if any(s in reach for s in n.src):
+            reach.add(n)
+            out.append(n)
+    return out
 
 
 def describe(node: Node, limit: int = 60) -> str:
@@ -225,29 +312,11 @@ def describe(node: Node, limit: int = 60) -> str:
         if n.op is Op.INPUT:
             return "x"
         if n.op is Op.CONST:
-            return repr(n.arg) if n.width is Width.S else f"fill[{n.width.value}]({n.arg!r})"
-        name = "narrow" if n.op is Op.NARROW else str(n.arg)
-        return f"{name}({', '.join(go(s) for s in n.src)})"
+            return n.name if n.width is Width.S else f"fill[{n.width.value}]({n.name})"
+        return f"{n.name}({', '.join(go(s) for s in n.src)})"
 
     text = go(node)
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def toposort(root: Node) -> list[Node]:
-    """Nodes reachable from ``root``, children before parents, in DFS post-order."""
-    order: list[Node] = []
-    seen: set[int] = set()
-    add, push = seen.add, order.append
-
-    def visit(n: Node) -> None:
-        for s in n.src:
-            if id(s) not in seen:
-                visit(s)
-        add(id(n))
-        push(n)
-
-    visit(root)
-    return order
 
 
 # ------------------------------------------------------------------- graph
@@ -293,20 +362,24 @@ class Graph:
         for n in self.nodes:
             if n.op is Op.LINEAR:
                 io = (n.src[0].width, n.width)
-                name = str(n.arg)
-                if name in out and out[name] != io:
-                    was = out[name]
+                was = out.setdefault(n.name, io)
+                if was != io:
                     raise GraphTypeError(
-                        f"linear {name} is used as {was[0].value}->{was[1].value} and as "
+                        f"linear {n.name} is used as {was[0].value}->{was[1].value} and as "
                         f"{io[0].value}->{io[1].value} at {describe(n)}; the same name means "
                         "the same weights, so give the second use another name"
                     )
-                out[name] = io
         return out
 
     @property
     def height(self) -> int:
+        """Edges on the longest path from the output to a leaf."""
         return self.root.height
+
+    @property
+    def ref_height(self) -> int:
+        """:attr:`height` with ``narrow`` nodes not counted (as the reference counts it)."""
+        return self.root.ref_height
 
     @property
     def size(self) -> int:
@@ -320,73 +393,27 @@ class Graph:
                 count[s] += 1
         return count
 
-    # --------------------------------------------------- RecExpr serialization
+    # ------------------------------------ RecExpr serialization (see mlpgraph.recexpr)
     def to_list(self) -> list[list[Any]]:
         """``[[op, arg, width, [child indices]], ...]`` topologically ordered, root last."""
-        index: dict[int, int] = {}
-        rows: list[list[Any]] = []
-        for i, n in enumerate(self.nodes):
-            index[id(n)] = i
-            rows.append([n.op.value, n.arg, n.width.value, [index[id(s)] for s in n.src]])
-        return rows
+        from .recexpr import to_list
+
+        return to_list(self)
 
     def to_json(self) -> str:
-        return json.dumps({"format": "mlpgraph.recexpr/1", "nodes": self.to_list()},
-                          separators=(",", ":"))
+        """``{"format": "mlpgraph.recexpr/1", "nodes": self.to_list()}`` as compact JSON."""
+        from .recexpr import to_json
+
+        return to_json(self)
 
     @classmethod
     def from_list(cls, rows: list[list[Any]]) -> Graph:
-        built: list[Node] = []
-        for i, row in enumerate(rows):
-            try:
-                op_s, arg, width_s, kids = row
-                op, width = Op(op_s), Width(width_s)
-                src = tuple(built[j] for j in kids if _check_index(j, i))
-            except SerializationError:
-                raise
-            except (ValueError, TypeError, IndexError) as e:
-                raise SerializationError(f"node {i} {row!r} is malformed: {e}") from None
-            if len(src) != len(kids):
-                raise SerializationError(f"node {i} {row!r} has a bad child index")
-            try:
-                built.append(_from_row(op, width, src, arg, i))
-            except SerializationError:
-                raise
-            except ValueError as e:  # a type error inside the list
-                raise SerializationError(f"node {i} {row!r}: {e}") from None
-        if not built:
-            raise SerializationError("an empty node list is not a graph")
-        return cls(built[-1])  # unreachable rows are dropped (dead-node removal)
+        from .recexpr import from_list
+
+        return from_list(rows)
 
     @classmethod
     def from_json(cls, text: str) -> Graph:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SerializationError(f"not JSON: {e}") from None
-        rows = data.get("nodes") if isinstance(data, dict) else data
-        if not isinstance(rows, list):
-            raise SerializationError("expected {'format': ..., 'nodes': [...]} or a list")
-        return cls.from_list(rows)
+        from .recexpr import from_json
 
-
-def _check_index(j: Any, i: int) -> bool:
-    if not isinstance(j, int) or not 0 <= j < i:
-        raise SerializationError(f"node {i} refers to child {j!r}; children must come earlier")
-    return True
-
-
-def _from_row(op: Op, width: Width, src: tuple[Node, ...], arg: Any, i: int) -> Node:
-    if op is Op.INPUT:
-        node = input_node()
-    elif op is Op.CONST:
-        node = const(arg, width)
-    elif op is Op.NARROW:
-        node = narrow(src[0]) if len(src) == 1 else None
-    elif op is Op.LINEAR:
-        node = linear(str(arg), src[0], width) if len(src) == 1 else None
-    else:
-        node = apply(str(arg), *src, coerce=False)
-    if node is None or node.width is not width:
-        raise SerializationError(f"node {i} ({op.value} {arg!r}) does not type as {width.value!r}")
-    return node
+        return from_json(text)

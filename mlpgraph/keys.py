@@ -19,35 +19,29 @@ import sympy
 import torch
 
 from .interp import evaluate
-from .ir import Graph, Node, Op, Width
-from .primitives import get_primitive
+from .ir import Graph, Node, Op, toposort
+from .recexpr import write_recexpr
 from .simplify import simplify
 
 KEY_VERSION = "v1"
 PROBE_D, PROBE_K, PROBE_ROWS = 7, 5, 12
 
 
-def _row(n: Node, index: dict[int, int]) -> str:
-    kids = ",".join(str(index[id(s)]) for s in n.src)
-    if n.op is Op.INPUT:
+def _key_row(n: Node, kids: list[int]) -> str:
+    op = n.op
+    if op is Op.INPUT:
         return "x"
-    if n.op is Op.CONST:
-        return f"c{n.width.value}:{float(n.arg)!r}"
-    if n.op is Op.LINEAR:
-        return f"{n.arg}:{n.width.value}({kids})"
-    if n.op is Op.NARROW:
-        return f"narrow({kids})"
-    return f"{n.arg}({kids})"
+    if op is Op.CONST:
+        return f"c{n.width.value}:{n.name}"
+    at = ",".join(map(str, kids))
+    if op is Op.LINEAR:
+        return f"{n.name}:{n.width.value}({at})"
+    return f"{n.name}({at})"  # a primitive, or narrow
 
 
 def recexpr_key(graph: Graph) -> str:
     """The graph (as is, not simplified) as a compact RecExpr string."""
-    index: dict[int, int] = {}
-    rows = []
-    for i, n in enumerate(graph.nodes):
-        index[id(n)] = i
-        rows.append(_row(n, index))
-    return ";".join(rows)
+    return ";".join(write_recexpr(graph.nodes, _key_row))
 
 
 def canonical_key(graph: Graph) -> str:
@@ -97,20 +91,18 @@ def to_sympy(graph: Graph | Node) -> sympy.Expr:
     """The element-wise meaning: ``x`` a real symbol, each linear an uninterpreted function
     ``W1(...)``, each ``narrow`` an uninterpreted ``narrow(...)``."""
     root = graph.root if isinstance(graph, Graph) else graph
-    from .ir import toposort
-
     memo: dict[Node, sympy.Expr] = {}
     for n in toposort(root):
         if n.op is Op.INPUT:
             e = X
         elif n.op is Op.CONST:
-            e = sympy.nsimplify(float(n.arg), rational=True)
+            e = sympy.nsimplify(n.value, rational=True)
         elif n.op is Op.LINEAR:
-            e = sympy.Function(str(n.arg))(memo[n.src[0]])
+            e = sympy.Function(n.name)(memo[n.src[0]])
         elif n.op is Op.NARROW:
             e = sympy.Function("narrow")(memo[n.src[0]])
         else:
-            e = get_primitive(str(n.arg)).sym(*(memo[s] for s in n.src))
+            e = n.prim.sym(*(memo[s] for s in n.src))
         memo[n] = e
     return memo[root]
 
@@ -163,8 +155,3 @@ def equivalent(a: Graph, b: Graph, *, seeds: int = 3, use_sympy: bool = True) ->
         return Equivalence(True, "sympy", "sympy proved the element-wise expressions equal")
     return Equivalence(True, "numeric", f"outputs agree on {seeds} seeded probes of "
                        f"{PROBE_ROWS}x{PROBE_D} inputs (no symbolic proof found)")
-
-
-def widths_of(graph: Graph) -> set[Width]:
-    """The width classes a graph uses (handy for reports)."""
-    return {n.width for n in graph.nodes}

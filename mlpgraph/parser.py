@@ -179,12 +179,6 @@ class _Parser:
 
     def named(self, at: int, name: str) -> Node:
         kinds = self.kinds
-        prim = REGISTRY._prims.get(name)
-        if prim is not None or name in REGISTRY:
-            prim = prim or REGISTRY.get(name)
-            args = self.call_args(at, prim.arity)
-            self.at = at
-            return ir.apply(name, *args, coerce=self.coerce)
         if name == "x":
             if kinds[self.i] == "(":
                 raise self.error("x is the input, not a function; write e.g. tanh(x)")
@@ -199,6 +193,11 @@ class _Parser:
                 self.depth -= 1
             self.at = at
             return ir.linear(name, arg, out)
+        prim = REGISTRY.lookup(name)  # (never x or W...: the registry refuses those names)
+        if prim is not None:
+            args = self.call_args(at, prim.arity)
+            self.at = at
+            return ir.apply(prim, *args, coerce=self.coerce)
         if name == "narrow":
             arg = self.call_args(at, 1)[0]
             self.at = at
@@ -253,7 +252,3 @@ def parse(text: str, *, coerce: bool = True) -> Graph:
         raise TypeError(f"parse() takes a str, got {type(text).__name__}")
     return _Parser(text, coerce).parse()
 
-
-def parse_node(text: str, *, coerce: bool = True) -> Node:
-    """Parse a sub-expression of any width (e.g. ``W1(x)``) into a :class:`Node`."""
-    return _Parser(text, coerce).whole()

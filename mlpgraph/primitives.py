@@ -109,11 +109,15 @@ class Registry:
     def names(self) -> list[str]:
         return sorted([*self._prims, *self._alias])
 
-    def get(self, name: str) -> Primitive:
+    def lookup(self, name: str) -> Primitive | None:
+        """The primitive ``name`` (or an alias of it) names, or ``None`` if there is none."""
         prim = self._prims.get(name)
-        if prim is not None:
-            return prim
-        prim = self._prims.get(self._alias.get(name, name))
+        return prim if prim is not None else self._prims.get(self._alias.get(name, name))
+
+    def get(self, name: str) -> Primitive:
+        """The primitive ``name`` (or an alias of it) names; :class:`PrimitiveError` (with
+        close matches) if there is none."""
+        prim = self.lookup(name)
         if prim is None:
             close = difflib.get_close_matches(name, self.names(), n=4, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""

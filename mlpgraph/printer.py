@@ -8,10 +8,6 @@ from .ir import Graph, Node, Op, Width
 _INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2)}
 
 
-def _fmt_num(v: float) -> str:
-    return repr(float(v))
-
-
 def format_node(node: Node, *, explicit: bool = False, infix: bool = True) -> str:
     """Text for a node. ``explicit`` prints every ``narrow`` and width annotation."""
     memo: dict[int, tuple[str, int]] = {}
@@ -24,16 +20,16 @@ def format_node(node: Node, *, explicit: bool = False, infix: bool = True) -> st
             out = ("x", 3)
         elif n.op is Op.CONST:
             if n.width is Width.S:
-                out = (_fmt_num(float(n.arg)), 3 if float(n.arg) >= 0 else 0)
+                out = (n.name, 3 if n.value >= 0 else 0)
             else:
-                out = (f"fill[{n.width.value}]({_fmt_num(float(n.arg))})", 3)
+                out = (f"fill[{n.width.value}]({n.name})", 3)
         elif n.op is Op.NARROW:
             out = (f"narrow({go(n.src[0])[0]})", 3)
         elif n.op is Op.LINEAR:
             ann = ""
             if explicit or n.width is not ir.default_linear_out(n.src[0].width):
                 ann = f"[{n.width.value}]"
-            out = (f"{n.arg}{ann}({go(n.src[0])[0]})", 3)
+            out = (f"{n.name}{ann}({go(n.src[0])[0]})", 3)
         else:
             out = _prim(n)
         memo[id(n)] = out
@@ -43,16 +39,16 @@ def format_node(node: Node, *, explicit: bool = False, infix: bool = True) -> st
         src = n.src
         if not explicit and len(src) == 2:
             bare = tuple(s.src[0] if s.op is Op.NARROW else s for s in src)
-            if bare != src and ir.apply(str(n.arg), *bare) is n:
+            if bare != src and ir.apply(n.prim, *bare) is n:
                 src = bare  # the parser re-inserts these narrow nodes
-        if infix and n.arg in _INFIX:
-            sym, prec = _INFIX[str(n.arg)]
+        if infix and n.name in _INFIX:
+            sym, prec = _INFIX[n.name]
             (lt, lp), (rt, rp) = go(src[0]), go(src[1])
             lt = lt if lp >= prec else f"({lt})"
             # right operand: same precedence needs parentheses for '-' and to keep the tree shape
             rt = rt if rp > prec else f"({rt})"
             return f"{lt} {sym} {rt}", prec
-        return f"{n.arg}({', '.join(go(s)[0] for s in src)})", 3
+        return f"{n.name}({', '.join(go(s)[0] for s in src)})", 3
 
     return go(node)[0]
 

@@ -6,16 +6,20 @@ node (hash-consing makes that an identity test), so ``max(a, a)`` is a pattern.
 A :class:`Rule` pairs a pattern with a function of the bindings that returns the
 replacement node, or ``None`` to decline. :func:`graph_rewrite` rewrites bottom-up,
 children first, re-applying rules to each new node until none fires, with a bound.
+A :class:`RuleList` counts its edits, so the index and memo derived from it are rebuilt
+whenever it changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, MutableSequence, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import MLPGraphError
 from .ir import Graph, Node, Op, rebuild
-from .primitives import REGISTRY, Primitive, get_primitive
+from .primitives import REGISTRY, Primitive
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,9 @@ class Pat:
         if check_prim and (self.prim is not None or self.where is not None):
             if n.op is not Op.PRIM:
                 return False
-            if self.prim is not None and n.arg != self.prim:
+            if self.prim is not None and n.name != self.prim:
                 return False
-            if self.where is not None and not self.where(get_primitive(str(n.arg))):
+            if self.where is not None and not self.where(n.prim):
                 return False
         if self.name is not None:
             bound = env.get(self.name)
@@ -80,23 +84,68 @@ class RewriteLimitError(MLPGraphError):
     """Rules did not reach a fixed point within the step bound (a cycle among rules)."""
 
 
-_INDEX: dict[tuple, tuple[dict, dict]] = {}
+RuleIndex = tuple[dict[Op, list[Rule]], dict[Primitive, list[Rule]]]
 _MISSING = object()
 
 
-def _index(rules: Sequence[Rule]) -> tuple[dict[Op, list[Rule]], dict[str, list[Rule]]]:
-    """Rules by node kind, plus a lazily filled per-primitive table (cached per rule list
-    and registry version)."""
-    key = (tuple(id(r) for r in rules), REGISTRY.version)
-    hit = _INDEX.get(key)
-    if hit is None:
-        by_op = {op: [r for r in rules if r.pattern.op in (op, None) and
-                      (op is Op.PRIM or (r.pattern.prim is None and r.pattern.where is None))]
-                 for op in Op}
-        if len(_INDEX) > 64:
-            _INDEX.clear()
-        hit = _INDEX[key] = (by_op, {})
-    return hit
+def _build_index(rules: Iterable[Rule]) -> RuleIndex:
+    """Rules by node kind, plus an (empty, filled as primitives are met) table of the rules
+    whose pattern accepts a given primitive."""
+    rules = list(rules)
+    by_op = {op: [r for r in rules if r.pattern.op in (op, None) and
+                  (op is Op.PRIM or (r.pattern.prim is None and r.pattern.where is None))]
+             for op in Op}
+    return by_op, {}
+
+
+class RuleList(MutableSequence[Rule]):
+    """Rules in the order they are tried. Every edit bumps :attr:`version`, and what is
+    derived from the rules (the index, the memo of rewrites) is rebuilt when it changed."""
+
+    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        self._rules = list(rules)
+        self.version = 0
+        self._index: tuple[int, RuleIndex] | None = None
+        self._memo: tuple[tuple[int, int], MutableMapping[Node, Node | None]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def __getitem__(self, i: int | slice) -> Any:
+        return self._rules[i]
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self._rules)
+
+    def __setitem__(self, i: int | slice, rule: Any) -> None:
+        self._rules[i] = rule
+        self.version += 1
+
+    def __delitem__(self, i: int | slice) -> None:
+        del self._rules[i]
+        self.version += 1
+
+    def insert(self, i: int, rule: Rule) -> None:
+        self._rules.insert(i, rule)
+        self.version += 1
+
+    def __repr__(self) -> str:
+        return f"RuleList({[r.name for r in self._rules]})"
+
+    def dispatch(self) -> RuleIndex:
+        """The rules by node kind and by primitive (see :func:`_build_index`), for this
+        version of the list."""
+        if self._index is None or self._index[0] != self.version:
+            self._index = (self.version, _build_index(self._rules))
+        return self._index[1]
+
+    def memo(self) -> MutableMapping[Node, Node | None]:
+        """Rewrites with these rules, node -> result (``None``: a fixed point), weakly keyed so
+        nothing is kept alive; emptied when the rules or the primitive registry change."""
+        stamp = (self.version, REGISTRY.version)
+        if self._memo is None or self._memo[0] != stamp:
+            self._memo = (stamp, weakref.WeakKeyDictionary())
+        return self._memo[1]
 
 
 def graph_rewrite(graph: Graph, rules: Sequence[Rule], *, max_steps: int = 10_000,
@@ -107,17 +156,17 @@ def graph_rewrite(graph: Graph, rules: Sequence[Rule], *, max_steps: int = 10_00
     ``memo`` maps a node to its rewritten form (``None`` when it is already a fixed
     point); pass a persistent (e.g. weak-keyed) mapping to share work across calls.
     """
-    by_op, by_prim = _index(rules)
+    by_op, by_prim = rules.dispatch() if isinstance(rules, RuleList) else _build_index(rules)
     steps = 0
     memo = {} if memo is None else memo
 
     def candidates(n: Node) -> list[Rule]:
         if n.op is not Op.PRIM:
             return by_op[n.op]
-        hit = by_prim.get(str(n.arg))
+        p = n.prim
+        hit = by_prim.get(p)
         if hit is None:
-            p = get_primitive(str(n.arg))
-            hit = by_prim[str(n.arg)] = [r for r in by_op[Op.PRIM] if r.pattern.accepts(p)]
+            hit = by_prim[p] = [r for r in by_op[Op.PRIM] if r.pattern.accepts(p)]
         return hit
 
     def fire(n: Node) -> Node | None:

@@ -11,25 +11,24 @@ To add a rule: write ``Rule(name, pattern, fn)`` and append it to :data:`RULES`.
 from __future__ import annotations
 
 import math
-import weakref
+from collections.abc import Sequence
 
 import torch
 
 from . import ir
 from .ir import Graph, Node, Op, Width
-from .primitives import REGISTRY, Primitive, get_primitive
-from .rewrite import Pat, Rule, graph_rewrite, var
+from .rewrite import Pat, Rule, RuleList, graph_rewrite, var
 
 _OP_ORDER = {Op.INPUT: 0, Op.CONST: 1, Op.LINEAR: 2, Op.NARROW: 3, Op.PRIM: 4}
 
 
 def sort_key(n: Node) -> tuple:
     """Canonical order of commutative operands: simpler first, then a stable structural hash."""
-    return (n.height, _OP_ORDER[n.op], str(n.arg), n.digest)
+    return (n.height, _OP_ORDER[n.op], n.name, n.digest)
 
 
 def _quick_key(n: Node) -> tuple:
-    return (n.height, _OP_ORDER[n.op], str(n.arg))
+    return (n.height, _OP_ORDER[n.op], n.name)
 
 
 def canonical_sort(nodes: list[Node]) -> list[Node]:
@@ -40,12 +39,8 @@ def canonical_sort(nodes: list[Node]) -> list[Node]:
     return sorted(nodes, key=sort_key)
 
 
-def _prim(n: Node) -> Primitive:
-    return get_primitive(str(n.arg))
-
-
 def _is_const(n: Node, value: float | None = None) -> bool:
-    return n.op is Op.CONST and (value is None or float(n.arg) == value)
+    return n.op is Op.CONST and (value is None or n.value == value)
 
 
 def _const_like(n: Node, value: float) -> Node:
@@ -57,24 +52,24 @@ def _fold(n: Node, env: dict[str, Node]) -> Node | None:
     for s in n.src:
         if s.op is not Op.CONST:
             return None
-    args = [torch.tensor(float(s.arg), dtype=torch.float64) for s in n.src]
+    args = [torch.tensor(s.value, dtype=torch.float64) for s in n.src]
     with torch.no_grad():
-        v = float(_prim(n).fn(*args))
+        v = float(n.prim.fn(*args))
     return _const_like(n, v) if math.isfinite(v) else None
 
 
 def _unary_idempotent(n: Node, env: dict[str, Node]) -> Node | None:
     inner = n.src[0]
-    return inner if inner.op is Op.PRIM and inner.arg == n.arg else None
+    return inner if inner.prim is n.prim else None
 
 
 def _involution(n: Node, env: dict[str, Node]) -> Node | None:
     inner = n.src[0]
-    return inner.src[0] if inner.op is Op.PRIM and inner.arg == n.arg else None
+    return inner.src[0] if inner.prim is n.prim else None
 
 
 def _identity(n: Node, env: dict[str, Node]) -> Node | None:
-    p = _prim(n)
+    p = n.prim
     a, b = n.src
     if p.identity is not None:
         if _is_const(b, p.identity) and a.width is n.width:
@@ -87,7 +82,7 @@ def _identity(n: Node, env: dict[str, Node]) -> Node | None:
 
 
 def _absorbing(n: Node, env: dict[str, Node]) -> Node | None:
-    z = _prim(n).absorbing
+    z = n.prim.absorbing
     if any(_is_const(s, z) for s in n.src):
         return _const_like(n, float(z))
     return None
@@ -105,9 +100,9 @@ def _chain_leaves(n: Node) -> tuple[list[Node], bool]:
     stack = [n]
     while stack:
         m = stack.pop()
-        if m.op is Op.PRIM and m.arg == n.arg and m.width is n.width:
+        if m.prim is n.prim and m.width is n.width:
             b = m.src[1]
-            if b.op is Op.PRIM and b.arg == n.arg and b.width is n.width:
+            if b.prim is n.prim and b.width is n.width:
                 left_deep = False
             stack.append(b)
             stack.append(m.src[0])
@@ -119,14 +114,14 @@ def _chain_leaves(n: Node) -> tuple[list[Node], bool]:
 def _ac_normalize(n: Node, env: dict[str, Node]) -> Node | None:
     """Associative + commutative chains: flatten, fold constants, dedupe if idempotent, sort,
     rebuild left-deep."""
-    p = _prim(n)
+    p = n.prim
     leaves, left_deep = _chain_leaves(n)
     consts = [c for c in leaves if _is_const(c) and c.width is Width.S]
     rest = [c for c in leaves if not (_is_const(c) and c.width is Width.S)]
     if len(consts) > 1:
-        acc = torch.tensor(float(consts[0].arg), dtype=torch.float64)
+        acc = torch.tensor(consts[0].value, dtype=torch.float64)
         for c in consts[1:]:
-            acc = p.fn(acc, torch.tensor(float(c.arg), dtype=torch.float64))
+            acc = p.fn(acc, torch.tensor(c.value, dtype=torch.float64))
         if not math.isfinite(float(acc)):
             return None
         consts = [ir.const(float(acc))]
@@ -140,24 +135,24 @@ def _ac_normalize(n: Node, env: dict[str, Node]) -> Node | None:
         return ordered[0] if ordered[0].width is n.width else None
     out = ordered[0]
     for leaf in ordered[1:]:
-        out = ir.apply(p.name, out, leaf)
+        out = ir.apply(p, out, leaf)
     return out if out is not n else None
 
 
 def _commute(n: Node, env: dict[str, Node]) -> Node | None:
     a, b = n.src
     if _is_const(a) and a.width is Width.S and not (_is_const(b) and b.width is Width.S):
-        return ir.apply(str(n.arg), b, a)  # scalar constants go last
+        return ir.apply(n.prim, b, a)  # scalar constants go last
     if _is_const(b) and b.width is Width.S:
         return None
     qa, qb = _quick_key(a), _quick_key(b)
     if qa != qb:
-        return ir.apply(str(n.arg), b, a) if qb < qa else None
-    return ir.apply(str(n.arg), b, a) if sort_key(b) < sort_key(a) else None
+        return ir.apply(n.prim, b, a) if qb < qa else None
+    return ir.apply(n.prim, b, a) if sort_key(b) < sort_key(a) else None
 
 
 def _narrow_const(n: Node, env: dict[str, Node]) -> Node | None:
-    return ir.const(float(n.src[0].arg), Width.M) if _is_const(n.src[0]) else None
+    return ir.const(n.src[0].value, Width.M) if _is_const(n.src[0]) else None
 
 
 def _unary(pred):
@@ -169,7 +164,7 @@ def _binary(pred):
 
 
 #: The simplifier's rules, in the order they are tried at each node.
-RULES: list[Rule] = [
+RULES = RuleList([
     Rule("fold-constants", Pat(op=Op.PRIM), _fold, "an op on constants is a constant"),
     Rule("narrow-constant", Pat(op=Op.NARROW), _narrow_const, "narrow(fill) is a fill"),
     Rule("drop-identity-op", Pat(prim="identity", src=(var("a"),)), lambda n, e: e["a"],
@@ -192,28 +187,19 @@ RULES: list[Rule] = [
          _ac_normalize, "flatten associative-commutative chains into a canonical order"),
     Rule("commute", Pat(where=_binary(lambda p: p.commutative and not p.associative)),
          _commute, "commutative (non-associative) operands in canonical order"),
-]
+])
 
 
-def simplify(graph: Graph, *, rules: list[Rule] | None = None, max_steps: int = 10_000,
+def simplify(graph: Graph, *, rules: Sequence[Rule] | None = None, max_steps: int = 10_000,
              trace: list | None = None) -> Graph:
     """Rewrite ``graph`` with :data:`RULES` (or ``rules``) to a fixed point.
 
     Dead nodes disappear by construction (a graph holds only what its output reaches).
     Pass a list as ``trace`` to receive ``(rule name, before, after)`` for every step.
     With the default rules, results are memoized per node (weakly, so nothing is kept
-    alive), so re-simplifying a graph or a shared subgraph is a lookup.
+    alive, and emptied whenever :data:`RULES` is edited), so re-simplifying a graph or a
+    shared subgraph is a lookup.
     """
-    memo = None
-    if rules is None and trace is None:
-        global _MEMO_VERSION
-        if _MEMO_VERSION != (REGISTRY.version, len(RULES)):
-            _MEMO.clear()
-            _MEMO_VERSION = (REGISTRY.version, len(RULES))
-        memo = _MEMO
+    memo = RULES.memo() if rules is None and trace is None else None
     return graph_rewrite(graph, RULES if rules is None else rules, max_steps=max_steps,
                          trace=trace, memo=memo)
-
-
-_MEMO: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_MEMO_VERSION: tuple[int, int] = (-1, -1)

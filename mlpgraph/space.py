@@ -19,42 +19,15 @@ from fractions import Fraction
 
 from .builtins import PAPER_BINARY, PAPER_UNARY
 from .errors import SpaceError
-from .ir import Graph, Node, Op
+from .ir import Graph, Node, Op, ancestors, skip_narrow
 from .primitives import get_primitive
-
-
-def _skip_narrow(n: Node) -> Node:
-    while n.op is Op.NARROW:
-        n = n.src[0]
-    return n
-
-
-def tree_height(graph: Graph) -> int:
-    """Height in edges as the reference counts it: ``narrow`` nodes are not counted."""
-    memo: dict[Node, int] = {}
-    for n in graph.nodes:
-        kids = [memo[s] for s in n.src]
-        h = max(kids, default=-1)
-        memo[n] = h if n.op is Op.NARROW else h + 1
-    return memo[graph.root]
-
-
-def _ancestors_of(graph: Graph, target: Node) -> set[Node]:
-    above: set[Node] = set()
-    reach: set[Node] = {target}
-    for n in graph.nodes:  # children first, so reach grows upward
-        if any(s in reach for s in n.src):
-            reach.add(n)
-            above.add(n)
-    return above
-
 
 # ------------------------------------------------------------ validity rules
 RuleFn = Callable[[Graph, "Space"], str | None]
 
 
 def _height(g: Graph, sp: Space) -> str | None:
-    h = tree_height(g)
+    h = g.ref_height  # narrow nodes are not counted, as in the reference
     if not sp.min_height <= h <= sp.max_height:
         return f"height {h} is outside {sp.min_height}..{sp.max_height}"
     return None
@@ -66,7 +39,7 @@ def _has_input(g: Graph, sp: Space) -> str | None:
 
 def _ops_allowed(g: Graph, sp: Space) -> str | None:
     allowed = set(sp.unary) | set(sp.binary)
-    bad = sorted({str(n.arg) for n in g.nodes if n.op is Op.PRIM} - allowed)
+    bad = sorted({n.name for n in g.nodes if n.op is Op.PRIM} - allowed)
     return f"primitives {bad} are not in this space" if bad else None
 
 
@@ -82,37 +55,36 @@ def _linears(g: Graph, sp: Space) -> str | None:
     uses: dict[str, list[Node]] = {}
     for n in g.nodes:
         if n.op is Op.LINEAR:
-            uses.setdefault(str(n.arg), []).append(n)
+            uses.setdefault(n.name, []).append(n)
     twice = sorted(k for k, v in uses.items() if len(v) > 1)
     if twice:
         return f"linear layers {twice} are used more than once"
     outer = uses[match[-1]][0]
-    inner_ok = all(outer in _ancestors_of(g, uses[name][0]) for name in match[:-1])
+    inner_ok = all(outer in ancestors(g, uses[name][0]) for name in match[:-1])
     return None if inner_ok else f"{match[-1]} must be applied after {list(match[:-1])}"
 
 
 def _no_nested_activation(g: Graph, sp: Space) -> str | None:
     for n in g.nodes:
-        if n.op is Op.PRIM and get_primitive(str(n.arg)).is_activation:
-            inner = _skip_narrow(n.src[0]) if n.src else None
-            if inner is not None and inner.op is Op.PRIM and \
-                    get_primitive(str(inner.arg)).is_activation:
-                return f"activation {inner.arg} directly inside activation {n.arg}"
+        if n.op is Op.PRIM and n.prim.is_activation:
+            inner = skip_narrow(n.src[0])
+            if inner.op is Op.PRIM and inner.prim.is_activation:
+                return f"activation {inner.name} directly inside activation {n.name}"
     return None
 
 
 def _no_nested_linear(g: Graph, sp: Space) -> str | None:
     for n in g.nodes:
-        if n.op is Op.LINEAR and _skip_narrow(n.src[0]).op is Op.LINEAR:
-            return f"linear {_skip_narrow(n.src[0]).arg} directly inside linear {n.arg}"
+        if n.op is Op.LINEAR and skip_narrow(n.src[0]).op is Op.LINEAR:
+            return f"linear {skip_narrow(n.src[0]).name} directly inside linear {n.name}"
     return None
 
 
 def _distinct_binary_args(g: Graph, sp: Space) -> str | None:
     for n in g.nodes:
         if n.op is Op.PRIM and len(n.src) == 2 and \
-                _skip_narrow(n.src[0]) is _skip_narrow(n.src[1]):
-            return f"{n.arg} takes two identical arguments"
+                skip_narrow(n.src[0]) is skip_narrow(n.src[1]):
+            return f"{n.name} takes two identical arguments"
     return None
 
 

@@ -25,7 +25,7 @@ from . import ir
 from .drawing import DagEdge, DagNode, DagPanel, dag_to_dot, draw_dag
 from .errors import MLPGraphError, SerializationError
 from .ir import Graph, Node, Op, Width
-from .primitives import get_primitive
+from .recexpr import node_from_row
 
 Graphs = Graph | Sequence[Graph | tuple[str, Graph]]
 IntOrInts = int | Sequence[int] | None
@@ -45,7 +45,7 @@ STYLE: dict[str, tuple[str, str, bool]] = {
 def node_kind(node: Node) -> str:
     """The style class of a node: input, linear, activation, prim, const or narrow."""
     if node.op is Op.PRIM:
-        return "activation" if get_primitive(str(node.arg)).is_activation else "prim"
+        return "activation" if node.prim.is_activation else "prim"
     return {Op.INPUT: "input", Op.LINEAR: "linear", Op.CONST: "const"}.get(node.op, "narrow")
 
 
@@ -62,12 +62,12 @@ def node_label(node: Node, d_model: int | None = None, d_inner: int | None = Non
     if node.op is Op.INPUT:
         lines = ["x", w(Width.D)]
     elif node.op is Op.CONST:
-        v = repr(float(node.arg))
+        v = node.name
         lines = [v, "scalar"] if node.width is Width.S else [f"fill {v}", w(node.width)]
     elif node.op is Op.NARROW:
         lines = ["narrow", f"{w(node.src[0].width)} → {w(Width.M)}"]
     elif node.op is Op.LINEAR:
-        lines = [str(node.arg), f"{w(node.src[0].width)} → {w(node.width)}"]
+        lines = [node.name, f"{w(node.src[0].width)} → {w(node.width)}"]
         if d_model is not None:
             fan_in = node.src[0].width.bind(d_model, d_inner)
             out = node.width.bind(d_model, d_inner)
@@ -75,14 +75,14 @@ def node_label(node: Node, d_model: int | None = None, d_inner: int | None = Non
         elif shared:
             lines.append("(shared)")
     else:
-        lines = [str(node.arg), w(node.width)]
+        lines = [node.name, w(node.width)]
     return "\n".join(lines)
 
 
 def _ordered(node: Node) -> bool:
     """Whether operand order must be shown (a non-commutative op of two or more operands)."""
     return node.op is Op.PRIM and len(node.src) > 1 and \
-        not get_primitive(str(node.arg)).commutative
+        not node.prim.commutative
 
 
 # --------------------------------------------------------------- networkx
@@ -98,7 +98,8 @@ def to_networkx(graph: Graph) -> nx.DiGraph:
     index: dict[int, int] = {}
     for i, n in enumerate(graph.nodes):
         index[id(n)] = i
-        g.add_node(i, op=n.op.value, arg=n.arg, width=n.width.value, label=node_label(n))
+        g.add_node(i, op=n.op.value, arg=ir.node_arg(n), width=n.width.value,
+                   label=node_label(n))
         for pos, s in enumerate(n.src):
             j = index[id(s)]
             if g.has_edge(j, i):
@@ -145,47 +146,14 @@ def from_networkx(g: nx.DiGraph) -> Graph:
         if sorted(operands) != list(range(len(operands))):
             raise SerializationError(f"node {v!r} has operand positions {sorted(operands)}; "
                                      f"they must be 0..{len(operands) - 1} without gaps")
-        built[v] = _build(v, g.nodes[v], tuple(operands[i] for i in range(len(operands))))
+        data = g.nodes[v]
+        built[v] = node_from_row(data.get("op"), data.get("arg"), data.get("width"),
+                                 tuple(operands[i] for i in range(len(operands))),
+                                 f"node {v!r}")
     try:
         return Graph(built[sinks[0]])
     except MLPGraphError as e:
         raise SerializationError(f"root node {sinks[0]!r}: {e}") from None
-
-
-def _build(v: object, data: dict, src: tuple[Node, ...]) -> Node:
-    where = f"node {v!r}"
-    try:
-        op, width = Op(data.get("op")), Width(data.get("width"))
-    except ValueError:
-        raise SerializationError(
-            f"{where} has op={data.get('op')!r}, width={data.get('width')!r}; op must be one of "
-            f"{[o.value for o in Op]} and width one of {[w.value for w in Width]}") from None
-    arg = data.get("arg")
-    arity = {Op.INPUT: 0, Op.CONST: 0, Op.NARROW: 1, Op.LINEAR: 1}.get(op)
-    if arity is not None and len(src) != arity:
-        raise SerializationError(f"{where} ({op.value}) takes {arity} operand(s) but has "
-                                 f"{len(src)} in-edge position(s)")
-    if (op is Op.CONST) != isinstance(arg, (int, float)) or isinstance(arg, bool) or \
-            (op in (Op.LINEAR, Op.PRIM) and not isinstance(arg, str)):
-        raise SerializationError(f"{where} ({op.value}) has bad arg {arg!r}: constants need a "
-                                 "number, linears a name like 'W1', prims a primitive name")
-    try:
-        if op is Op.INPUT:
-            node = ir.input_node()
-        elif op is Op.CONST:
-            node = ir.const(float(arg), width)
-        elif op is Op.NARROW:
-            node = ir.narrow(src[0])
-        elif op is Op.LINEAR:
-            node = ir.linear(arg, src[0], width)
-        else:
-            node = ir.apply(arg, *src, coerce=False)
-    except MLPGraphError as e:
-        raise SerializationError(f"{where} ({op.value} {arg!r}): {e}") from None
-    if node.width is not width:
-        raise SerializationError(f"{where} ({op.value} {arg!r}) has width {node.width.value!r} "
-                                 f"from its operands but says width={width.value!r}")
-    return node
 
 
 # ----------------------------------------------------------------- panels
@@ -210,9 +178,9 @@ class _Panel:
         uses: dict[str, int] = {}
         for n in self.graph.nodes:
             if n.op is Op.LINEAR:
-                uses[str(n.arg)] = uses.get(str(n.arg), 0) + 1
+                uses[n.name] = uses.get(n.name, 0) + 1
         return [node_label(n, self.d_model, self.d_inner,
-                           shared=n.op is Op.LINEAR and uses[str(n.arg)] > 1)
+                           shared=n.op is Op.LINEAR and uses[n.name] > 1)
                 for n in self.graph.nodes]
 
 

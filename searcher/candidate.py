@@ -18,6 +18,7 @@ from typing import Any
 
 import mlpgraph
 from mlpgraph import Graph, Space
+from mlpgraph.errors import loads_json
 
 from .errors import CandidateError
 from .spec import CandidateSpec, LayerChoice
@@ -211,11 +212,8 @@ class Candidate:
 
     @classmethod
     def from_json(cls, text: str) -> Candidate:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CandidateError(f"candidate JSON does not parse: {e}") from None
-        return cls.from_dict(data)
+        return cls.from_dict(loads_json(
+            text, lambda why: CandidateError(f"candidate JSON does not parse: {why}")))
 
 
 def uniform_candidate(expr: str | Graph, stacks: int, ratio: Fraction | str,

@@ -14,7 +14,7 @@ from dataclasses import replace
 from mlpgraph import Node, Op, ir
 
 from .candidate import Candidate, Lineage, MutationRecord
-from .graphedit import Grower, View, is_activation, skip
+from .graphedit import View, is_activation
 from .mutations import MutationContext
 
 
@@ -61,11 +61,11 @@ def crossover_subtree(a: Candidate, b: Candidate, ctx: MutationContext) -> Candi
             if c.op is Op.LINEAR or not _linear_free(c):
                 continue
             for o in donors:
-                if o is c or va.depth(e) + Grower.th(o) > sp.max_height:
+                if o is c or va.depth(e) + o.ref_height > sp.max_height:
                     continue
                 if p is not None and is_activation(p) and is_activation(o):
                     continue
-                if p is not None and len(p.src) == 2 and skip(p.src[1 - e[1]]) is o:
+                if p is not None and len(p.src) == 2 and ir.skip_narrow(p.src[1 - e[1]]) is o:
                     continue
                 options.append((e, o))
         won = ctx.first(ga, options, lambda opt, v=va: v.replace_at(opt[0], opt[1]))

@@ -3,10 +3,10 @@
 
 Terms used below (``narrow`` nodes are transparent everywhere, as in the space's rules):
 
-- ``th(n)``: tree height of ``n`` with ``narrow`` not counted (``mlpgraph.space.tree_height``).
+- ``n.ref_height``: the height of ``n`` with ``narrow`` not counted (the space's height).
 - ``depth`` of an edge ``(p, i)``: the longest counted path from the root to the node at
   the end of that edge; the root "edge" ``(None, -1)`` has depth 0. Replacing the node at
-  an edge by ``q`` gives a graph of height at most ``max(old, depth + th(q))``.
+  an edge by ``q`` gives a graph of height at most ``max(old, depth + q.ref_height)``.
 - width *class*: ``"d"`` for width ``d``, ``"k"`` for ``k`` and ``m``. With the default
   linear output widths, swapping a node for one of the same class never changes any
   linear's output width, so the root keeps width ``d`` (a ``k``-class node always sits
@@ -16,60 +16,31 @@ Terms used below (``narrow`` nodes are transparent everywhere, as in the space's
 from __future__ import annotations
 
 import random
-import weakref
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import Iterable, Sequence
 
 from mlpgraph import Graph, GraphTypeError, Node, Op, Space, Width, get_primitive, ir
+from mlpgraph.ir import rebuild, skip_narrow
 
 from .errors import SearchConfigError
 
 Edge = tuple[Node | None, int]  # (parent, child index); (None, -1) is the root
 
 
-def skip(n: Node) -> Node:
-    """``n`` without the ``narrow`` coercions on top."""
-    while n.op is Op.NARROW:
-        n = n.src[0]
-    return n
-
-
-@lru_cache(maxsize=1024)
 def op_is_activation(name: str) -> bool:
     return get_primitive(name).is_activation
 
 
 def is_activation(n: Node) -> bool:
-    return n.op is Op.PRIM and op_is_activation(str(n.arg))
-
-
-_TH: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
-
-
-def tree_height(n: Node) -> int:
-    """Tree height of ``n`` with ``narrow`` not counted (memoized per node)."""
-    h = _TH.get(n)
-    if h is None:
-        below = max((tree_height(s) for s in n.src), default=-1)
-        h = _TH[n] = below if n.op is Op.NARROW else below + 1
-    return h
+    return n.op is Op.PRIM and n.prim.is_activation
 
 
 def width_class(n: Node) -> str:
     return "d" if n.width is Width.D else "k"
 
 
-def rebuild(n: Node, src: Sequence[Node]) -> Node:
-    """``n`` over new children; primitives re-derive their ``narrow`` coercions."""
-    if all(a is b for a, b in zip(src, n.src, strict=True)):
-        return n
-    if n.op is Op.PRIM:
-        return ir.apply(str(n.arg), *(skip(s) for s in src))
-    if n.op is Op.LINEAR:
-        return ir.linear(str(n.arg), src[0], n.width)
-    if n.op is Op.NARROW:
-        return ir.narrow(src[0])
-    return n
+def linear_names(nodes: Iterable[Node]) -> list[str]:
+    """The names of the linear nodes among ``nodes``, sorted (a name on two nodes twice)."""
+    return sorted(n.name for n in nodes if n.op is Op.LINEAR)
 
 
 def substitute(graph: Graph, mapping: dict[Node, Node]) -> Node:
@@ -83,15 +54,10 @@ def substitute(graph: Graph, mapping: dict[Node, Node]) -> Node:
 
 
 class View:
-    """Per-graph facts the mutations need: heights, depths, core parents, ancestry."""
+    """Per-graph facts the mutations need: depths, core parents, linear frontiers."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.th: dict[Node, int] = {}
-        for n in graph.nodes:
-            h = max((self.th[s] for s in n.src), default=-1)
-            self.th[n] = h if n.op is Op.NARROW else h + 1
-        self.height = self.th[graph.root]
         self.above: dict[Node, int] = {n: 0 for n in graph.nodes}
         self.parents: dict[Node, list[tuple[Node, int]]] = {n: [] for n in graph.nodes}
         for n in reversed(graph.nodes):  # parents before children
@@ -99,9 +65,10 @@ class View:
             for i, s in enumerate(n.src):
                 self.above[s] = max(self.above[s], self.above[n] + step)
                 if n.op is not Op.NARROW:
-                    self.parents[skip(s)].append((n, i))
+                    self.parents[skip_narrow(s)].append((n, i))
         self.core = [n for n in graph.nodes if n.op is not Op.NARROW]
-        self.linear_names = sorted(str(n.arg) for n in graph.nodes if n.op is Op.LINEAR)
+        self.prims = [n for n in self.core if n.op is Op.PRIM]
+        self.linear_names = linear_names(graph.nodes)
         self._frontier: dict[Node, list[Node]] = {}
 
     def edges(self) -> list[Edge]:
@@ -112,21 +79,11 @@ class View:
 
     def child(self, edge: Edge) -> Node:
         p, i = edge
-        return self.graph.root if p is None else skip(p.src[i])
+        return self.graph.root if p is None else skip_narrow(p.src[i])
 
     def depth(self, edge: Edge) -> int:
         p, _ = edge
         return 0 if p is None else self.above[p] + 1
-
-    def ancestors(self, target: Node) -> list[Node]:
-        """Nodes that have ``target`` below them (not ``target`` itself), in graph order."""
-        reach = {target}
-        out = []
-        for n in self.graph.nodes:
-            if any(s in reach for s in n.src):
-                reach.add(n)
-                out.append(n)
-        return out
 
     def frontier(self, n: Node) -> list[Node]:
         """The topmost linear nodes at or below ``n`` (what regrowing ``n`` must keep)."""
@@ -141,28 +98,8 @@ class View:
 
     def sibling_clash(self, n: Node, new: Node) -> bool:
         """Would putting ``new`` where ``n`` is give some binary parent two equal operands?"""
-        return any(len(p.src) == 2 and skip(p.src[1 - i]) is skip(new)
+        return any(len(p.src) == 2 and skip_narrow(p.src[1 - i]) is skip_narrow(new)
                    for p, i in self.parents[n])
-
-    def bypass(self, n: Node, keep: Node) -> tuple[list[str], int]:
-        """Linear names and height of the graph with ``n`` replaced by its operand ``keep``
-        (computed without building it)."""
-        th: dict[Node, int] = {}
-        for m in self.graph.nodes:
-            if m is n:
-                th[m] = th[keep]
-                continue
-            h = max((th[s] for s in m.src), default=-1)
-            th[m] = h if m.op is Op.NARROW else h + 1
-        live = {self.graph.root}
-        names = []
-        for m in reversed(self.graph.nodes):
-            if m not in live:
-                continue
-            if m.op is Op.LINEAR:
-                names.append(str(m.arg))
-            live.update([keep] if m is n else m.src)
-        return sorted(names), th[self.graph.root]
 
     def replace_at(self, edge: Edge, q: Node) -> Node:
         """New root with the node at ``edge`` replaced by ``q`` (the parent is rebuilt and
@@ -187,8 +124,6 @@ class Grower:
         self.unary_plain = [u for u in space.unary if not op_is_activation(u)]
         self._memo: dict[tuple, list[tuple[str, float, list[str]]]] = {}
 
-    th = staticmethod(tree_height)
-
     def _unary_choices(self, no_act: bool) -> list[str]:
         return self.unary_plain if no_act else self.unary_plain + self.unary_act
 
@@ -199,8 +134,8 @@ class Grower:
         if len(req) == 1:
             r = req[0]
             kind = "lin" if r.op is Op.LINEAR else "act" if is_activation(r) else "other"
-            return (self.th(r),), kind
-        return tuple(sorted(self.th(r) for r in req)), "many"
+            return (r.ref_height,), kind
+        return tuple(sorted(r.ref_height for r in req)), "many"
 
     def feasible(self, req: Sequence[Node], lo: int, hi: int, no_act: bool = False,
                  no_lin: bool = False) -> bool:
@@ -251,7 +186,7 @@ class Grower:
 
     def min_height(self, req: Sequence[Node]) -> int:
         """Smallest tree height of an expression containing every node of ``req``."""
-        return self._need([self.th(r) for r in req])
+        return self._need([r.ref_height for r in req])
 
     def grow(self, req: Sequence[Node], lo: int, hi: int, no_act: bool = False,
              no_lin: bool = False) -> Node:
@@ -294,18 +229,18 @@ class Grower:
             a, b = order[:cut], order[cut:]
             if self.min_height(a) <= cap and self.min_height(b) <= cap:
                 return a, b
-        hs = sorted(req, key=self.th)  # balanced fallback: alternate by height
+        hs = sorted(req, key=lambda r: r.ref_height)  # balanced fallback: alternate by height
         return hs[0::2], hs[1::2]
 
     def _distinct(self, req: list[Node], lo: int, hi: int, other: Node) -> Node:
         """An operand that differs from ``other`` (a binary op may not take equal args)."""
         for _ in range(3):
             b = self.grow(req, lo, hi)
-            if skip(b) is not skip(other):
+            if skip_narrow(b) is not skip_narrow(other):
                 return b
         if req:
             raise ValueError("cannot build a distinct operand")  # equal leaf sets: caller retries
-        if skip(other) is not self.x:
+        if skip_narrow(other) is not self.x:
             return self.x
         u = self.rng.choice(self.space.unary)
         return ir.apply(u, self.x)
@@ -325,7 +260,7 @@ class Grower:
         mid_hi = max(need, cap - 1 - post)
         mid = self.grow(inner, 0, mid_hi, no_lin=True) if inner else self.grow([], 0, mid_hi)
         top = ir.linear(last, mid)
-        root = self.grow([top], max(sp.min_height, self.th(top)), cap)
+        root = self.grow([top], max(sp.min_height, top.ref_height), cap)
         return Graph(root)
 
     def random_member(self, attempts: int = 20) -> Graph:

@@ -21,7 +21,8 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from mlpgraph import Graph, GraphTypeError, Node, Op, Space, get_primitive, ir
+from mlpgraph import Graph, GraphTypeError, Node, Op, Space, ir
+from mlpgraph.ir import skip_narrow
 
 from .candidate import Candidate, LayerGene, MutationRecord
 from .errors import MutationError
@@ -30,8 +31,8 @@ from .graphedit import (
     Grower,
     View,
     is_activation,
+    linear_names,
     op_is_activation,
-    skip,
     substitute,
     width_class,
 )
@@ -123,32 +124,28 @@ def _d(n: Node) -> str:
 # -------------------------------------------------------- expression mutations
 def replace_op(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dict] | None:
     """Replace a primitive by another of the same arity."""
-    g, sp = gene.graph, ctx.space
-    v = View(g)
+    v, sp = View(gene.graph), ctx.space
     options = []
-    for n in v.core:
-        if n.op is not Op.PRIM:
-            continue
-        pool = sp.unary if len(n.src) == 1 else sp.binary
-        for op in pool:
-            if op == n.arg:
+    for n in v.prims:
+        for op in sp.unary if len(n.src) == 1 else sp.binary:
+            if op == n.name:
                 continue
             if len(n.src) == 1 and op_is_activation(op) and (
-                    is_activation(skip(n.src[0])) or any(is_activation(p)
+                    is_activation(skip_narrow(n.src[0])) or any(is_activation(p)
                                                         for p, _ in v.parents[n])):
                 continue
             options.append((n, op))
 
     def build(opt: tuple[Node, str]) -> Node | None:
         n, op = opt
-        new = ir.apply(op, *map(skip, n.src))
+        new = ir.apply(op, *map(skip_narrow, n.src))
         return None if v.sibling_clash(n, new) else _swap_in(v, n, new)
 
-    won = ctx.first(g, options, build)
+    won = ctx.first(v.graph, options, build)
     if won is None:
         return None
     graph, (n, op) = won
-    return replace(gene, graph=graph), {"site": _d(n), "from": n.arg, "to": op}
+    return replace(gene, graph=graph), {"site": _d(n), "from": n.name, "to": op}
 
 
 def _swap_in(v: View, old: Node, new: Node) -> Node:
@@ -162,7 +159,7 @@ def insert_unary(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dict
     options = []
     for e in v.edges():
         c, p = v.child(e), e[0]
-        if v.depth(e) + v.th[c] + 1 > sp.max_height:
+        if v.depth(e) + c.ref_height + 1 > sp.max_height:
             continue
         for u in sp.unary:
             if op_is_activation(u) and (is_activation(c) or (p is not None and is_activation(p))):
@@ -172,7 +169,7 @@ def insert_unary(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dict
     def build(opt: tuple[Edge, str]) -> Node | None:
         (p, i), u = opt
         q = ir.apply(u, v.child(opt[0]))
-        if p is not None and len(p.src) == 2 and skip(p.src[1 - i]) is q:
+        if p is not None and len(p.src) == 2 and skip_narrow(p.src[1 - i]) is q:
             return None
         return v.replace_at(opt[0], q)
 
@@ -193,11 +190,11 @@ def insert_binary(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dic
 
     def build(e: Edge) -> Node | None:  # edges in random order; a uniform partner per edge
         c, p = v.child(e), e[0]
-        banned = set() if p is None else {p, *v.ancestors(p)}
+        banned = set() if p is None else {p, *ir.ancestors(g, p)}
         room = sp.max_height - v.depth(e) - 1
         d_only = width_class(c) == "d"
-        partners = [o for o in v.core if o is not c and o not in banned and v.th[c] <= room
-                    and v.th[o] <= room and not (d_only and width_class(o) != "d")]
+        partners = [o for o in v.core if o is not c and o not in banned and c.ref_height <= room
+                    and o.ref_height <= room and not (d_only and width_class(o) != "d")]
         if not partners:
             return None
         o = chosen[e] = rng.choice(partners)
@@ -213,29 +210,27 @@ def insert_binary(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dic
 
 def delete_node(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dict] | None:
     """Remove a primitive, keeping one of its operands in its place."""
-    g, sp = gene.graph, ctx.space
-    v = View(g)
+    v, sp = View(gene.graph), ctx.space
     options = []
-    for n in v.core:
-        if n.op is not Op.PRIM:
-            continue
+    for n in v.prims:
         for j in range(len(n.src)):
-            c = skip(n.src[j])
+            c = skip_narrow(n.src[j])
             if width_class(c) != width_class(n):
                 continue
             if any((is_activation(p) and is_activation(c)) or
                    (p.op is Op.LINEAR and c.op is Op.LINEAR) or
-                   (len(p.src) == 2 and skip(p.src[1 - i]) is c) for p, i in v.parents[n]):
+                   (len(p.src) == 2 and skip_narrow(p.src[1 - i]) is c) for p, i in v.parents[n]):
                 continue
             options.append((n, c))
 
     def build(opt: tuple[Node, Node]) -> Node | None:
-        names, height = v.bypass(*opt)
-        if names != v.linear_names or not sp.min_height <= height <= sp.max_height:
+        root = _swap_in(v, *opt)
+        if not sp.min_height <= root.ref_height <= sp.max_height or \
+                linear_names(ir.toposort(root)) != v.linear_names:
             return None
-        return _swap_in(v, *opt)
+        return root
 
-    won = ctx.first(g, options, build)
+    won = ctx.first(v.graph, options, build)
     if won is None:
         return None
     graph, (n, c) = won
@@ -246,10 +241,9 @@ def swap_operands(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, dic
     """Swap the operands of a non-commutative binary op (none in the paper's space)."""
     g = gene.graph
     v = View(g)
-    options = [n for n in v.core if n.op is Op.PRIM and len(n.src) == 2
-               and not get_primitive(str(n.arg)).commutative]
+    options = [n for n in v.prims if len(n.src) == 2 and not n.prim.commutative]
     won = ctx.first(g, options, lambda n: _swap_in(
-        v, n, ir.apply(str(n.arg), skip(n.src[1]), skip(n.src[0]))))
+        v, n, ir.apply(n.prim, skip_narrow(n.src[1]), skip_narrow(n.src[0]))))
     if won is None:
         return None
     graph, n = won
@@ -276,10 +270,10 @@ def regrow_subtree(gene: LayerGene, ctx: MutationContext) -> tuple[LayerGene, di
 
     def build(opt: tuple) -> Node | None:
         (p, i), c = opt[0], v.child(opt[0])
-        sibling = skip(p.src[1 - i]) if p is not None and len(p.src) == 2 else None
+        sibling = skip_narrow(p.src[1 - i]) if p is not None and len(p.src) == 2 else None
         for _ in range(3):  # a fresh draw when it equals the old subtree or its sibling
             q = grown[opt[0]] = gr.grow(*opt[1:])
-            if q is not c and skip(q) is not sibling:
+            if q is not c and skip_narrow(q) is not sibling:
                 return v.replace_at(opt[0], q)
         return None
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import random
+import subprocess
+import sys
 
 import pytest
 
 import mlpgraph as mg
-from mlpgraph import ir
+from mlpgraph import ir, recexpr
 from mlpgraph.gen import random_graph, random_graphs
 from mlpgraph.ir import Op, Width
 
@@ -19,7 +23,7 @@ def test_hash_consing_shares_equal_subgraphs():
     b = ir.linear("W1", ir.input_node())
     assert a is b
     g = mg.parse("W2(gelu(W1(x)) + W1(x))")
-    linears = [n for n in g.nodes if n.op is Op.LINEAR and n.arg == "W1"]
+    linears = [n for n in g.nodes if n.op is Op.LINEAR and n.name == "W1"]
     assert len(linears) == 1  # W1(x) used twice is one node
     assert mg.parse("W2(gelu(W1(x)))") == mg.parse("W2( gelu( W1 x ) )")
 
@@ -38,7 +42,7 @@ def test_widths_default_and_annotated():
 
 def test_binary_mismatch_is_explicit_narrow_node():
     g = mg.parse("W2(relu(W1(x) * x))")
-    mul = next(n for n in g.nodes if n.arg == "mul")
+    mul = next(n for n in g.nodes if n.op is Op.PRIM and n.name == "mul")
     assert mul.width is Width.M
     assert [s.op for s in mul.src] == [Op.NARROW, Op.NARROW]
     assert mg.parse("W2(relu(narrow(W1(x)) * narrow(x)))") == g
@@ -109,9 +113,21 @@ def test_narrow_rows_must_be_explicit_in_json():
 
 
 def test_digest_is_structural_and_stable():
+    # equal digests exactly for equal (hence identical) nodes, over many distinct nodes
+    pool = {n for g in random_graphs(8, 300) for n in g.nodes}
+    by_digest = {n.digest: n for n in pool}
+    assert len(by_digest) == len(pool)
     a = mg.parse("W2(gelu(W1(x)))").root.digest
-    assert a == mg.parse("W2(gelu(W1 x))").root.digest
     assert a != mg.parse("W2(relu(W1(x)))").root.digest
+    # the same in a fresh process under other hash seeds, for nodes rebuilt from text there
+    texts = [str(g) for g in random_graphs(9, 30)]
+    code = ("import sys, json, mlpgraph as mg; texts = json.loads(sys.stdin.read());"
+            "print(json.dumps([mg.parse(t).root.digest for t in texts]))")
+    for seed in ("0", "777"):
+        out = subprocess.run([sys.executable, "-c", code], input=json.dumps(texts), text=True,
+                             capture_output=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        assert json.loads(out) == [mg.parse(t).root.digest for t in texts]
 
 
 def test_height_and_size():
@@ -129,7 +145,6 @@ def test_random_graphs_are_well_typed():
 
 def test_copy_and_pickle_keep_hash_consing():
     import copy
-    import pickle
 
     g = mg.parse("W2(gelu(W1(max(x, tanh(x))))) + x * 0.5")
     for other in (copy.copy(g), copy.deepcopy(g), pickle.loads(pickle.dumps(g))):
@@ -138,3 +153,135 @@ def test_copy_and_pickle_keep_hash_consing():
     # a node unpickled in a fresh table entry is found again by the builders
     n = pickle.loads(pickle.dumps(g.root.src[0]))
     assert n is g.root.src[0]
+
+
+def test_old_json_files_still_load():
+    # a file in format mlpgraph.recexpr/1 as written before nodes had typed fields
+    text = ('{"format":"mlpgraph.recexpr/1","nodes":[["x",null,"d",[]],["linear","W1","k",[0]],'
+            '["narrow",null,"m",[1]],["narrow",null,"m",[0]],["prim","mul","m",[2,3]],'
+            '["const",0.5,"1",[]],["prim","add","m",[4,5]],["const",-2.0,"k",[]],'
+            '["prim","max","k",[1,7]],["prim","relu","k",[8]],["narrow",null,"m",[9]],'
+            '["prim","sub","m",[6,10]],["linear","W2","d",[11]]]}')
+    g = mg.Graph.from_json(text)
+    assert g == mg.parse("W2(W1(x) * x + 0.5 - relu(max(W1(x), fill[k](-2.0))))")
+    assert g.to_json() == text  # and it is written back byte for byte
+
+
+def _check_fields(n: ir.Node) -> None:
+    if n.op is Op.PRIM:
+        assert isinstance(n.prim, mg.Primitive) and n.name == n.prim.name
+        assert mg.get_primitive(n.name) is n.prim and n.value is None
+    elif n.op is Op.LINEAR:
+        assert n.name.startswith("W") and n.prim is None and n.value is None
+    elif n.op is Op.CONST:
+        assert type(n.value) is float and n.name == repr(n.value) and n.prim is None
+    else:
+        assert n.name == {Op.INPUT: "x", Op.NARROW: "narrow"}[n.op]
+        assert n.prim is None and n.value is None
+    assert ir.node_arg(n) == {Op.PRIM: n.name, Op.LINEAR: n.name, Op.CONST: n.value}.get(n.op)
+
+
+def _height(n: ir.Node) -> int:  # the definitions, recursively
+    return 1 + max(_height(s) for s in n.src) if n.src else 0
+
+
+def _ref_height(n: ir.Node) -> int:
+    if n.op is Op.NARROW:
+        return _ref_height(n.src[0])
+    return 1 + max(_ref_height(s) for s in n.src) if n.src else 0
+
+
+def test_typed_fields_and_cached_heights_match_the_definitions():
+    graphs = random_graphs(21, 400)
+    assert {n.op for g in graphs for n in g.nodes} == set(Op)  # every kind is exercised
+    assert any(n.ref_height != n.height for g in graphs for n in g.nodes)
+    for g in graphs:
+        for n in g.nodes:
+            _check_fields(n)
+            assert n.height == _height(n) and n.ref_height == _ref_height(n)
+        assert (g.height, g.ref_height) == (g.root.height, g.root.ref_height)
+
+
+def test_skip_narrow_and_ancestors_against_plain_references():
+    for g in random_graphs(22, 150):
+        for n in g.nodes:
+            want = n
+            while want.op is Op.NARROW:
+                want = want.src[0]
+            assert ir.skip_narrow(n) is want
+            # ancestors: the nodes of g (other than n) from which n can be reached
+            above = [m for m in g.nodes if m is not n and n in ir.toposort(m)]
+            assert ir.ancestors(g, n) == above
+
+
+def test_toposort_children_first_and_complete():
+    for g in random_graphs(23, 150):
+        order = ir.toposort(g.root)
+        pos = {n: i for i, n in enumerate(order)}
+        assert len(pos) == len(order) and order[-1] is g.root
+        assert all(pos[s] < pos[n] for n in order for s in n.src)
+        stack, reach = [g.root], set()
+        while stack:
+            n = stack.pop()
+            if n not in reach:
+                reach.add(n)
+                stack.extend(n.src)
+        assert reach == set(order)
+
+
+def test_rebuild_retypes_through_the_builders():
+    x = ir.input_node()
+    w1 = ir.linear("W1", x)
+    g = mg.parse("W2(relu(W1(x) * tanh(x)))")
+    mul = next(n for n in g.nodes if n.op is Op.PRIM and n.name == "mul")
+    assert ir.rebuild(mul, mul.src) is mul
+    # a d-wide operand where a narrowed one was: the narrow nodes are re-derived
+    assert ir.rebuild(mul, (mul.src[0], x)) is ir.apply("mul", w1, x)
+    assert ir.rebuild(mul, (w1, w1)) is ir.apply("mul", w1, w1)  # no coercion needed
+    lin = ir.linear("W3", x, "d")
+    assert ir.rebuild(lin, (w1,)) is ir.linear("W3", w1, "d")  # keeps its output width
+    assert ir.rebuild(ir.narrow(x), (w1,)) is ir.narrow(w1)
+    for g in random_graphs(24, 100):  # same children: the node itself, for every kind
+        assert all(ir.rebuild(n, list(n.src)) is n for n in g.nodes)
+
+
+def test_recexpr_writer_against_a_plain_reference():
+    for g in random_graphs(25, 100):
+        nodes = g.nodes
+        want = [[n.op.value, ir.node_arg(n), n.width.value, [nodes.index(s) for s in n.src]]
+                for n in nodes]
+        assert g.to_list() == want
+        assert recexpr.write_recexpr(nodes, lambda n, kids: (n, kids)) == \
+            [(n, w[3]) for n, w in zip(nodes, want, strict=True)]
+
+
+def test_one_row_reader_for_lists_and_networkx():
+    from mlpgraph import viz
+
+    rows = mg.parse("W2(gelu(W1(x)))").to_list()
+    rows[2][1] = "gelo"
+    nxg = viz.to_networkx(mg.parse("W2(gelu(W1(x)))"))
+    nxg.nodes[2]["arg"] = "gelo"
+    with pytest.raises(mg.SerializationError) as a:
+        mg.Graph.from_list(rows)
+    with pytest.raises(mg.SerializationError) as b:
+        viz.from_networkx(nxg)
+    assert str(a.value) == str(b.value)
+    assert "node 2 (prim 'gelo'): unknown primitive 'gelo'; did you mean gelu" in str(a.value)
+    with pytest.raises(mg.SerializationError, match=r"node 1 \(linear\) has bad arg 3"):
+        mg.Graph.from_list([["x", None, "d", []], ["linear", 3, "k", [0]]])
+
+
+def test_primitive_nodes_pickle_by_name(monkeypatch):
+    monkeypatch.setattr(mg.REGISTRY, "_prims", dict(mg.REGISTRY._prims))
+
+    def local_fn(a):  # a local function cannot be pickled: the node must not carry it
+        return a * 2
+
+    mg.primitive(local_fn, name="twice_test", sympy=lambda a: 2 * a)
+    g = mg.parse("W2(twice_test(W1(x)))")
+    data = pickle.dumps(g)
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pickle.dumps(g.root.src[0].prim)
+    assert pickle.loads(data).root is g.root
+    assert b"twice_test" in data

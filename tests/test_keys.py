@@ -10,6 +10,8 @@ import sympy as sp
 
 import mlpgraph as mg
 from mlpgraph.gen import random_graphs
+from mlpgraph.ir import Op
+from mlpgraph.keys import recexpr_key
 
 EXPRS = ["W2(relu(W1(x) * x))", "W2(gelu(W1(max(x, tanh(x)))))", "W3(silu(W1(x)) * W2(x))"]
 
@@ -19,6 +21,26 @@ def test_canonical_key_equal_for_rewrites():
         mg.canonical_key(mg.parse("W2(x * (W1(x) * 1))"))
     assert mg.canonical_key(mg.parse("W2(gelu(W1(x)))")) != \
         mg.canonical_key(mg.parse("W2(relu(W1(x)))"))
+
+
+def _key_reference(g: mg.Graph) -> str:  # the key's RecExpr rows, written out plainly
+    rows = []
+    for n in g.nodes:
+        kids = ",".join(str(g.nodes.index(s)) for s in n.src)
+        rows.append({Op.INPUT: "x", Op.CONST: f"c{n.width.value}:{n.value!r}",
+                     Op.LINEAR: f"{n.name}:{n.width.value}({kids})"}.get(n.op,
+                                                                        f"{n.name}({kids})"))
+    return ";".join(rows)
+
+
+def test_recexpr_key_against_a_plain_reference():
+    # rows children first; operands by index; constants as c<width>:<repr>
+    assert recexpr_key(mg.parse("W2(gelu(W1(x)))")) == "x;W1:k(0);gelu(1);W2:d(2)"
+    assert recexpr_key(mg.parse("W2(W1(x) * x + fill[k](0.5))")) == \
+        "x;W1:k(0);narrow(1);narrow(0);mul(2,3);ck:0.5;narrow(5);add(4,6);W2:d(7)"
+    for g in random_graphs(3, 200):
+        assert recexpr_key(g) == _key_reference(g)
+        assert mg.canonical_key(g) == "v1|" + _key_reference(mg.simplify(g))
 
 
 def test_canonical_key_stable_across_processes_and_hash_seeds():

@@ -102,6 +102,12 @@ def test_reserved_and_invalid_names(name):
         primitive(lambda a: a, name=name, sympy=lambda a: a, registry=_reg())
 
 
+def test_lookup_resolves_names_and_aliases_without_raising():
+    assert REGISTRY.lookup("swish") is REGISTRY.get("swish")
+    assert REGISTRY.lookup("silu") is REGISTRY.get("swish")  # an alias
+    assert REGISTRY.lookup("gelo") is None and REGISTRY.lookup("W1") is None
+
+
 def test_unknown_primitive_suggests():
     with pytest.raises(mg.PrimitiveError, match="did you mean.*gelu"):
         mg.get_primitive("gelo")

@@ -10,7 +10,6 @@ import pytest
 
 import mlpgraph
 from mlpgraph import PAPER_SPACE, WIDE_SPACE
-from mlpgraph.space import tree_height
 from searcher.candidate import Candidate, LayerGene, seed_candidates, uniform_candidate
 from searcher.crossover import crossover_genes, crossover_subtree
 from searcher.errors import MutationError
@@ -49,7 +48,7 @@ def test_random_members_are_valid(space):
     heights = set()
     for gene in _pool(space):
         assert sp.violations(gene.graph) == [], str(gene.graph)
-        heights.add(tree_height(gene.graph))
+        heights.add(gene.graph.ref_height)
     assert heights == set(range(sp.min_height, sp.max_height + 1))  # the whole window
 
 

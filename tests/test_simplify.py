@@ -55,6 +55,34 @@ def test_rules_are_data():
     assert g == mg.parse("W2(sigmoid(W1(x)))")
 
 
+def _to(name: str) -> Rule:
+    return Rule(f"tanh-to-{name}", Pat(prim="tanh", src=(var("a"),)),
+                lambda n, e: mg.ir.apply(name, e["a"]), "test rule")
+
+
+def test_editing_the_rule_list_invalidates_memo_and_index():
+    g = mg.parse("W2(tanh(W1(x)))")
+    version = RULES.version
+    assert mg.simplify(g) == g  # memoized as a fixed point
+    RULES.append(_to("sigmoid"))
+    try:
+        assert mg.simplify(g) == mg.parse("W2(sigmoid(W1(x)))")
+        RULES[-1] = _to("relu")  # same length: a length-keyed cache would miss this
+        assert mg.simplify(g) == mg.parse("W2(relu(W1(x)))")
+    finally:
+        del RULES[-1]
+    assert mg.simplify(g) == g and RULES.version == version + 3
+    assert [r.name for r in RULES.dispatch()[0][mg.Op.NARROW]] == ["narrow-constant"]
+
+
+def test_plain_rule_lists_are_never_served_stale():
+    g = mg.parse("W2(tanh(W1(x)))")
+    rules = [_to("sigmoid")]
+    for name in ("sigmoid", "relu", "elu", "relu"):
+        rules[0] = _to(name)  # a new rule object in the same list
+        assert graph_rewrite(g, rules) == mg.parse(f"W2({name}(W1(x)))")
+
+
 def test_cycling_rules_hit_the_bound():
     flip = [Rule("t2s", Pat(prim="tanh", src=(var("a"),)),
                  lambda n, e: mg.ir.apply("sigmoid", e["a"])),

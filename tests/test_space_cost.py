@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mlpgraph as mg
-from mlpgraph.space import PAPER_SPACE, SPACE_RULES, WIDE_SPACE, Space, tree_height
+from mlpgraph.space import PAPER_SPACE, SPACE_RULES, WIDE_SPACE, Space
 from tests.conftest import GLU_EXPRESSIONS, PAPER_EXPRESSIONS, STANDARD_FFN
 
 PAPER_K = [270, 540, 270, 270, 270, 180]
@@ -43,8 +43,8 @@ def test_wide_space_holds_glu_and_squared_relu():
 
 
 def test_height_ignores_narrow():
-    assert tree_height(mg.parse("W2(relu(W1(x) * x))")) == 4
-    assert tree_height(mg.parse(STANDARD_FFN)) == 3
+    assert mg.parse("W2(relu(W1(x) * x))").ref_height == 4
+    assert mg.parse(STANDARD_FFN).ref_height == 3
 
 
 def test_space_json_round_trip_and_user_primitives():
