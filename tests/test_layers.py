@@ -33,10 +33,12 @@ def test_layer_direction(package):
 
 
 # The search (controllers, mutations, dedupe, budgets, journal, workers) reaches KD only
-# through the scorer it is handed (distill.score.score, wrapped in searcher/run.py); only
-# the job's orchestration (run.py: teacher, warm-up, final comparison) uses KD directly.
-SEARCH_MAY_USE = {"distill.config", "distill.student", "distill.errors", "distill.cli"}
-ORCHESTRATION = {"run.py"}
+# through the scorer it is handed (distill.score.score, wrapped in searcher/run.py) and reads
+# its one result record (distill.result); only the job's orchestration (run.py: teacher and
+# caches, warmup.py: supernet warm-up, final.py: the final comparison) uses KD directly.
+SEARCH_MAY_USE = {"distill.config", "distill.student", "distill.errors", "distill.cli",
+                  "distill.result"}
+ORCHESTRATION = {"run.py", "warmup.py", "final.py"}
 
 
 def _modules(path: Path) -> set[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ from hypothesis import strategies as st
 from matplotlib.image import imread
 
 import mlpgraph
-from mlpgraph import cli_view, drawing, viz
+from mlpgraph import drawing, viz
 from mlpgraph.errors import SerializationError
 from mlpgraph.gen import random_graph
 from mlpgraph.ir import Graph
@@ -280,10 +279,10 @@ def test_render_errors_and_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 # ---------------------------------------------------------------------- CLI
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="efficientbert")
-    cli_view.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """The ``efficientbert`` command (its exit-code map) on ``show`` / ``render``."""
+    from searcher.cli import main
+
+    return main(argv)
 
 
 def test_cli_show_formats(capsys: pytest.CaptureFixture[str]) -> None:
