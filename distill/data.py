@@ -427,11 +427,3 @@ def iter_unlabeled_text(cache_dir: str | Path | None = None, include_austen: boo
             return
         for path in sorted(austen.glob("*.txt")):
             yield from austen_sentences(path.read_text(encoding="utf-8"))
-
-
-def unlabeled_dataset(cache_dir: str | Path | None = None, include_austen: bool = True,
-                      exclude_movie_eval: bool = False,
-                      seed: int = DEFAULT_SPLIT_SEED) -> datasets.Dataset:
-    """:func:`iter_unlabeled_text` as a ``Dataset`` with one ``text`` column."""
-    texts = list(iter_unlabeled_text(cache_dir, include_austen, exclude_movie_eval, seed))
-    return datasets.Dataset.from_dict({"text": texts})

@@ -1,8 +1,6 @@
-"""The efficientbert command: paper report, show, errors."""
+"""The efficientbert command: paper report, show, errors, help."""
 
 from __future__ import annotations
-
-import json
 
 from searcher.cli import main
 
@@ -10,7 +8,8 @@ from searcher.cli import main
 def test_paper_report(capsys):
     assert main(["paper", "--no-compile"]) == 0
     out = capsys.readouterr().out
-    assert "W2(relu(W1(x) * x))" in out and "292,410" in out
+    d, k = 540, 270  # L5 = W2(relu(W1(x) * x)) at 1 x 270: W1 d->k, W2 k->d, with biases
+    assert "W2(relu(W1(x) * x))" in out and f"{(d * k + k) + (k * d + d):,}" in out
 
 
 def test_show_json_round_trip(capsys):
@@ -28,5 +27,18 @@ def test_bad_expression_exit_code(capsys):
 
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
-    assert "efficientbert" in capsys.readouterr().out
-    json.dumps({})
+    out = capsys.readouterr().out
+    assert out.startswith("usage: efficientbert") and "exit codes: 0 ok" in out
+
+
+def test_an_unexpected_error_shows_its_traceback(capsys, monkeypatch):
+    """A bug (not a refused input or a failed run) keeps its traceback on stderr."""
+    from mlpgraph import cli_paper
+
+    def boom(*a, **k):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli_paper, "paper_report", boom)
+    assert main(["paper"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "error: failed (KeyError)" in err
