@@ -43,7 +43,7 @@ from .config import LayerSpec, as_layer_spec
 from .data import get_task_spec
 from .encode import EncodedTexts, encode_split
 from .errors import ConfigError, TeacherError
-from .losses import KDWeights
+from .losses import KDLoss, KDWeights
 from .pipeline import Phase, kd_layers, kd_phase, teacher_dims, teacher_outputs
 from .result import ScoreResult
 from .student import count_parameters
@@ -56,7 +56,7 @@ from .teacher import (
     load_tokenizer,
 )
 from .teacher_cache import TeacherOutputs
-from .train import TrainConfig, evaluate
+from .train import TrainConfig, evaluate, evaluate_kd, load_fit_dense
 
 _SUPERNETS: dict[tuple, Supernet] = {}
 _SPLITS: dict[tuple, tuple[EncodedTexts, EncodedTexts]] = {}
@@ -85,6 +85,10 @@ class ScoreBudget:
     cache_dir: str | Path | None = None
     eval_batch_size: int = 128
     progress: bool = False
+    fitness: tuple[str, ...] = ()  # teacher-output cache folders of held-out rows (the
+    #       heldout split, unlabeled sentences no warm-up saw): kd_loss and teacher_kl there
+    common_noise: bool = False  # every candidate sees the same batches and, per step, the
+    #                            same dropout stream (common random numbers)
 
 
 def candidate_specs(candidate: Any) -> list[LayerSpec]:
@@ -210,27 +214,45 @@ def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResu
     teacher = _teacher_dir(budget, data)
     train, held = _splits(budget, teacher, data)
     held = held.subset(np.arange(min(budget.heldout_size, len(held))))
-    steps, diverged, train_loss = 0, False, None
+    steps, diverged, train_loss, kd = 0, False, None, None
     if not budget.no_training and budget.kd_steps > 0:
         rows = np.arange(lo, min(hi, len(train)))
         if len(rows) == 0:
             raise ConfigError("budget.train_slice", f"{budget.train_slice} selects no rows of "
                               f"the {len(train)}-row training split")
         outputs = _outputs(budget, teacher, train, student.config).subset(rows)
-        result, _ = kd_phase(student, outputs, Phase("score", KDWeights.task(), TrainConfig(
+        result, kd = kd_phase(student, outputs, Phase("score", KDWeights.task(), TrainConfig(
             max_steps=budget.kd_steps, batch_size=budget.batch_size, lr=budget.lr,
             seed=budget.seed, device=budget.device, warmup_ratio=budget.warmup_ratio,
-            progress=budget.progress, desc="score")), fit_dense=budget.supernet)
+            progress=budget.progress, desc="score", reseed_every_step=budget.common_noise)),
+            fit_dense=budget.supernet)
         steps, diverged, train_loss = result.steps, result.diverged, result.final_loss
     metrics: dict[str, float] = {}
     if not diverged:
         metrics = evaluate(student, held, spec.metric_names, is_regression=spec.is_regression,
                            batch_size=budget.eval_batch_size, device=budget.device)
+        metrics.update(_kd_fitness(student, kd, budget))
         diverged = not all(map(math.isfinite, metrics.values()))
     latency = measure_latency(student, budget.latency_batch, budget.latency_repeats,
                               budget.device)
     return ScoreResult(metrics, params, latency, steps, time.perf_counter() - start, diverged,
                        train_loss)
+
+
+def _kd_fitness(student: nn.Module, kd: KDLoss | None, budget: ScoreBudget) -> dict[str, float]:
+    """``kd_loss``, its terms and ``teacher_kl`` on the held-out fitness rows (row-weighted
+    over the caches of ``budget.fitness``); {} without fitness caches."""
+    if not budget.fitness:
+        return {}
+    caches = [TeacherOutputs(f) for f in budget.fitness]
+    if kd is None:  # no training: the supernet's fit_dense, the task objective's terms
+        kd = KDLoss.for_models(student.config, caches[0].config, weights=KDWeights.task())
+        if budget.supernet is not None:
+            load_fit_dense(kd, budget.supernet)
+    parts = [(len(c), evaluate_kd(student, c, kd, batch_size=budget.eval_batch_size,
+                                  device=budget.device)) for c in caches]
+    total = sum(n for n, _ in parts)
+    return {k: sum(n * m[k] for n, m in parts) / total for k in parts[0][1]}
 
 
 def clear_caches() -> None:

@@ -69,6 +69,9 @@ class TrainConfig:
     progress: bool = True
     desc: str = "train"
     log_every: int = 20
+    reseed_every_step: bool = False  # common random numbers: the dropout stream of step t
+    #                                  starts from (seed, t), so runs of models that differ
+    #                                  (candidates of a search) see the same noise per step
 
     def total_steps(self, num_examples: int) -> int:
         if num_examples < 1:
@@ -266,6 +269,8 @@ def train_loop(model: nn.Module, step_loss: StepLoss, lengths: np.ndarray, confi
                disable=not config.progress, dynamic_ncols=True)
     start, seen, window = time.perf_counter(), 0, []
     for step, indices in itertools.islice(_batches(lengths, config), result.steps, total):
+        if config.reseed_every_step:
+            torch.manual_seed(config.seed * 1_000_003 + step)
         terms = _step(loop, step_loss, indices, device, config.max_grad_norm)
         if terms is None:
             result.diverged, result.diverged_step = True, step
@@ -421,6 +426,47 @@ def evaluate(model: nn.Module, data: EncodedTexts, metric_names: Sequence[str], 
         raise ValueError("evaluation needs labels")
     preds = to_predictions(predict(model, data, batch_size, device), is_regression)
     return compute_metrics(metric_names, preds, data.labels)
+
+
+@torch.no_grad()
+def evaluate_kd(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, *, batch_size: int = 128,
+                device: str | torch.device | None = None) -> dict[str, float]:
+    """The KD objective on ``teacher.inputs`` in eval mode (no dropout): ``kd_loss`` is the
+    weighted total of ``kd_loss``'s terms (the same terms and weights as training), each term
+    is ``kd_<term>``, and ``teacher_kl`` the mean KL from the teacher's output distribution to
+    the student's (for regression, unit-variance Gaussians: ``(s - t)^2 / 2``). Batches hold
+    rows of similar length in a fixed order, so two models are scored on the same batches."""
+    device = resolve_device(device)
+    model.to(device).eval()
+    kd_loss.to(device).eval()
+    data = teacher.inputs
+    order = np.argsort(data.lengths, kind="stable")
+    sums: dict[str, float] = {}
+    for i in range(0, len(order), batch_size):
+        rows = order[i:i + batch_size]
+        batch = data.batch(rows, device)
+        out = model(**model_inputs(model, batch))
+        targets = _fill_padding(kd_loss, out, teacher.targets(rows, batch),
+                                batch["attention_mask"])
+        terms = kd_loss(out, targets, batch["attention_mask"])
+        part = {("kd_loss" if k == "total" else f"kd_{k}"): float(v) * len(rows)
+                for k, v in terms.items()}
+        if targets.get("logits") is not None:
+            part["teacher_kl"] = float(_teacher_kl(out.logits.float(), targets["logits"].float(),
+                                                   kd_loss.is_regression).sum())
+        for k, v in part.items():
+            sums[k] = sums.get(k, 0.0) + v
+    return {k: v / len(order) for k, v in sums.items()}
+
+
+def _teacher_kl(student: torch.Tensor, teacher: torch.Tensor,
+                is_regression: bool) -> torch.Tensor:
+    """Per row: KL(teacher || student) of the output distributions."""
+    if is_regression:
+        return 0.5 * (student.reshape(len(student), -1) - teacher.reshape(len(teacher), -1)
+                      ).pow(2).sum(-1)
+    return F.kl_div(student.log_softmax(-1), teacher.log_softmax(-1), log_target=True,
+                    reduction="none").sum(-1)
 
 
 # ----------------------------------------------------------------------------- helpers

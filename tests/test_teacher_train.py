@@ -39,7 +39,9 @@ from distill.teacher import (
 from distill.teacher_cache import cache_teacher_outputs
 from distill.train import (
     TrainConfig,
+    _fill_padding,
     distill,
+    evaluate_kd,
     finetune,
     general_distill,
     random_sampler,
@@ -187,6 +189,62 @@ def test_kd_steps_reduce_loss(teacher_dir, encoded):
     assert not result.diverged and result.steps == 40
     assert losses[-1] < 0.6 * losses[0], losses[::8]
     assert all(h["attention"] > 0 and h["prediction"] > 0 for h in result.history)
+
+
+def test_evaluate_kd_against_one_plain_batch(teacher_dir, encoded):
+    """Sorted batches give the row-weighted mean of the terms; one batch of every row is the
+    plain reference, and teacher_kl is the KL of the two softmaxes computed by hand."""
+    teacher = load_teacher(teacher_dir)
+    cfg = tiny_student_config()
+    student = Student(cfg, seed=1).eval()
+    with torch.no_grad():  # logits far from the random teacher's, so the KL is not ~0
+        student.classifier.weight.normal_(0, 1, generator=torch.Generator().manual_seed(0))
+    kd = KDLoss.for_models(cfg, teacher.config, weights=KDWeights.task())
+    live = LiveTeacher(teacher, encoded)
+    whole = evaluate_kd(student, live, kd, batch_size=len(encoded))
+    rows = np.arange(len(encoded))
+    batch = encoded.batch(rows, torch.device("cpu"))
+    with torch.no_grad():
+        out = student(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        t = live.targets(rows, batch)
+        terms = kd(out, _fill_padding(kd, out, t, batch["attention_mask"]),
+                   batch["attention_mask"])
+    assert whole["kd_loss"] == pytest.approx(float(terms["total"]), rel=1e-5)
+    assert whole["kd_attention"] == pytest.approx(float(terms["attention"]), rel=1e-5)
+    s_log = out.logits.double().numpy()
+    t_log = t["logits"].double().numpy()
+    ps = np.exp(s_log - s_log.max(1, keepdims=True))
+    ps /= ps.sum(1, keepdims=True)
+    pt = np.exp(t_log - t_log.max(1, keepdims=True))
+    pt /= pt.sum(1, keepdims=True)
+    assert whole["teacher_kl"] == pytest.approx((pt * np.log(pt / ps)).sum(1).mean(), rel=1e-4)
+    small = evaluate_kd(student, live, kd, batch_size=5)  # other batches, same kind of number
+    assert small["teacher_kl"] == pytest.approx(whole["teacher_kl"], rel=1e-4)
+    assert small["kd_loss"] == pytest.approx(whole["kd_loss"], rel=0.5)
+
+
+def test_common_noise_repeats_the_dropout_of_each_step(teacher_dir, encoded):
+    """With reseed_every_step, a step's noise depends on (seed, step) only: a run continued
+    after other random draws matches an uninterrupted one."""
+    teacher = load_teacher(teacher_dir)
+    cfg = tiny_student_config()
+
+    def run(draw_between: bool) -> list[float]:
+        torch.manual_seed(0)  # the fit_dense's initial draw
+        student = Student(cfg, seed=0)
+        kd = KDLoss.for_models(cfg, teacher.config, weights=KDWeights.task())
+        losses = []
+
+        def on_step(step, terms):
+            losses.append(terms["total"])
+            if draw_between:
+                torch.rand(1000)  # any other use of the global RNG between steps
+
+        distill(student, LiveTeacher(teacher, encoded), kd, TrainConfig(
+            max_steps=4, batch_size=8, progress=False, reseed_every_step=True), on_step=on_step)
+        return losses
+
+    assert run(False) == run(True)
 
 
 def _supernet_run(encoded, teacher, folder, stop_at=None):
