@@ -1,5 +1,5 @@
-"""Budgets: the parameter window, a measured latency budget, progressive hurdles, and the
-Pareto front of (score up, latency down, params down).
+"""Budgets: the parameter window, a measured latency budget, and the Pareto front of (score
+up, latency down, params down).
 
 - :class:`ParamCounter` counts a whole student: from a ``distill`` student configuration
   (embeddings, attention, head as ``distill.student.count_parameters`` counts them), or
@@ -13,8 +13,6 @@ Pareto front of (score up, latency down, params down).
   Measured time depends on the machine and its load, so a run with a latency budget is
   reproducible only through its journal (measurements are journaled and reused on resume);
   ``proxy="flops"`` uses a deterministic FLOP count instead.
-- :class:`Hurdles`: every candidate gets the short first rung; one whose score reaches the
-  running hurdle (the ``quantile`` of earlier scores at that rung) gets the next rung.
 """
 
 from __future__ import annotations
@@ -211,56 +209,6 @@ class Constraints:
         self.checked = int(d.get("checked", 0))
         self.rejected_params = int(d.get("rejected_params", 0))
         self.rejected_latency = int(d.get("rejected_latency", 0))
-
-
-# --------------------------------------------------------------------- hurdles
-class Hurdles:
-    """Progressive hurdles over rungs of increasing training ``steps``."""
-
-    def __init__(self, steps: Sequence[int] = (), quantile: float = 0.5,
-                 min_history: int = 4) -> None:
-        if any(int(s) < 0 for s in steps):
-            raise SearchConfigError("rungs", f"{list(steps)}: steps must be non-negative")
-        if not 0.0 <= quantile <= 1.0:
-            raise SearchConfigError("hurdle_quantile", f"{quantile} must be in [0, 1] "
-                                    "(0.5: the median; 0.75: only the top quarter go on)")
-        self.steps = [int(s) for s in steps]
-        self.quantile, self.min_history = quantile, min_history
-        self.history: list[list[float]] = [[] for _ in self.steps]
-
-    @property
-    def num_rungs(self) -> int:
-        return max(1, len(self.steps))
-
-    def steps_for(self, rung: int) -> int | None:
-        return self.steps[rung] if self.steps else None
-
-    def hurdle(self, rung: int) -> float | None:
-        """The score needed at ``rung`` to go on (``None``: too little history, everyone goes)."""
-        h = sorted(self.history[rung]) if self.steps else []
-        if len(h) < self.min_history:
-            return None
-        pos = self.quantile * (len(h) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(h) - 1)
-        return h[lo] + (h[hi] - h[lo]) * (pos - lo)
-
-    def passes(self, rung: int, score: float) -> bool:
-        """Does ``score`` at ``rung`` earn the next rung? (Judged before recording it.)"""
-        if rung + 1 >= self.num_rungs:
-            return False
-        bar = self.hurdle(rung)
-        return bar is None or score >= bar
-
-    def record(self, rung: int, score: float) -> None:
-        if self.steps:
-            self.history[rung].append(score)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.history = [list(map(float, h)) for h in state["history"]]
 
 
 # ---------------------------------------------------------------------- pareto

@@ -128,14 +128,40 @@ class ControllerSpec(Model):
         return {n: getattr(self, n) for n in names}
 
 
-class FidelitySpec(Model):
-    """Progressive hurdles: every candidate is scored with ``rungs[0]`` KD steps; one whose
-    score reaches the ``hurdle_quantile`` of earlier scores at a rung gets the next rung.
-    ``()``: one scoring call with the stage's ``kd_steps``."""
+class Rung(Model):
+    """One fidelity of scoring: ``steps`` KD steps, averaged over ``seeds`` seeds."""
 
-    rungs: tuple[NonNegativeInt, ...] = ()
-    hurdle_quantile: Probability = 0.5
-    hurdle_min_history: PositiveInt = 4  # everyone goes on until a rung has this many scores
+    steps: NonNegativeInt | None  # KD steps per candidate (0: score the inherited weights;
+    #                               None: the score budget's own)
+    keep: PositiveInt | None = None  # how many of the previous rung's best get this rung
+    #                                  (None: every candidate; the first rung's is None)
+    seeds: PositiveInt = 1  # scoring seeds per candidate; the rung ranks by their mean
+
+
+class FidelitySpec(Model):
+    """Successive halving: during the search every candidate gets ``rungs[0]``; afterwards
+    the best ``keep`` of each rung get the next one; the winner is the best at the highest
+    rung (by its mean over seeds) and is then re-scored on ``confirm_seeds`` fresh seeds (the
+    number reported, free of the winner's curse). ``()``: one rung with the stage's
+    ``kd_steps``. ``control``: also score the standard FFN of the same shape under the same
+    seed ("all" rungs, "promoted" rungs only, or "none"), stored beside each candidate."""
+
+    rungs: tuple[Rung, ...] = ()
+    confirm_seeds: NonNegativeInt = 0
+    control: Literal["all", "promoted", "none"] = "none"
+
+    @model_validator(mode="after")
+    def _check(self) -> FidelitySpec:
+        if self.rungs and self.rungs[0].keep is not None:
+            raise ValueError("rungs[0].keep must be null: every candidate gets the first rung")
+        for i, r in enumerate(self.rungs[1:], 1):
+            if r.keep is None:
+                raise ValueError(f"rungs[{i}].keep is required (how many go on to rung {i})")
+        return self
+
+    def plan(self) -> tuple[Rung, ...]:
+        """The rungs to run (one rung with the score budget's own steps when none are set)."""
+        return self.rungs or (Rung(steps=None),)
 
 
 class ExecutorSpec(Model):
@@ -191,13 +217,15 @@ class SearchConfig(Model):
     executor: ExecutorSpec = ExecutorSpec(workers=1)
     rank_by: str = "score"  # the scorer's metric the search ranks by (direction: see
     #                         distill.result.LOWER_IS_BETTER)
+    tie_break: str | None = None  # a second metric that orders equal scores (then the id;
+    #                               never the proposal order)
     seed: int = 0  # every random choice of the run derives from it
     dedupe_fingerprint: bool = True  # also dedupe by functional fingerprint
     fail_fast: bool = True  # stop when every evaluation of the first step fails
     top_k: PositiveInt = 10  # best candidates listed in the result
     max_proposal_factor: PositiveInt = 20  # stop after evaluations * factor proposals
     score_budget: Any = None  # handed to the scorer (e.g. distill.score.ScoreBudget); its
-    #                           kd_steps is replaced per rung when fidelity.rungs is given
+    #                           kd_steps and seed are set per rung and seed
 
     @field_serializer("score_budget")
     def _budget(self, budget: Any) -> Any:

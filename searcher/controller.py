@@ -31,7 +31,7 @@ from .crossover import crossover_genes, crossover_subtree
 from .errors import SearchConfigError
 from .mutations import DEFAULT_TABLE, GENES, PAPER_MUTATIONS, MutationContext, MutationTable, mutate
 
-Fitness = tuple[int, float]  # (highest hurdle rung reached, score there); larger is better
+Fitness = tuple[int, float, float]  # (rung, score there, tie-break); larger is better
 Feasible = Callable[[Candidate], bool]
 
 
@@ -53,7 +53,7 @@ def _set_rng_state(rng: random.Random, state: list[Any]) -> None:
 
 
 def _fit(v: Any) -> Fitness | None:
-    return None if v is None else (int(v[0]), float(v[1]))
+    return None if v is None else (int(v[0]), float(v[1]), float(v[2]) if len(v) > 2 else 0.0)
 
 
 class Controller(ABC):

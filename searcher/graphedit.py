@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
 
 from mlpgraph import Graph, GraphTypeError, Node, Op, Space, Width, get_primitive, ir
 from mlpgraph.ir import rebuild, skip_narrow
@@ -41,6 +43,25 @@ def width_class(n: Node) -> str:
 def linear_names(nodes: Iterable[Node]) -> list[str]:
     """The names of the linear nodes among ``nodes``, sorted (a name on two nodes twice)."""
     return sorted(n.name for n in nodes if n.op is Op.LINEAR)
+
+
+def strip_outer(graph: Graph) -> Graph:
+    """``graph`` without the activations applied to its output (``tanh(W2(...))`` ->
+    ``W2(...)``): as long as the root is a unary activation of a ``d``-wide node, drop it."""
+    root = graph.root
+    while is_activation(root) and len(root.src) == 1 and root.src[0].width is Width.D:
+        root = root.src[0]
+    return Graph(root)
+
+
+def strip_outer_activations(cand: Any, space: Space) -> Any:
+    """The candidate with every layer's outer activations removed where the result stays in
+    ``space`` (the paper's second seed of stage 2)."""
+    layers = []
+    for gene in cand.layers:
+        bare = strip_outer(gene.graph)
+        layers.append(gene if space.violations(bare) else replace(gene, graph=bare))
+    return type(cand)(tuple(layers))
 
 
 def substitute(graph: Graph, mapping: dict[Node, Node]) -> Node:

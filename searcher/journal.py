@@ -33,7 +33,7 @@ from distill.result import ScoreResult
 from .errors import JournalError
 
 FILENAME = "journal.sqlite"
-_EVAL_COLUMNS = "rung, status, score, result, error, started_at, finished_at, worker"
+_EVAL_COLUMNS = "rung, rep, status, score, result, error, started_at, finished_at, worker"
 FORMAT = "efficientbert.journal/2"
 
 SCHEMA = """
@@ -43,9 +43,13 @@ CREATE TABLE IF NOT EXISTS proposals (
     candidate TEXT NOT NULL, params INTEGER, latency REAL, status TEXT NOT NULL,
     dup_of TEXT, proposed_at REAL NOT NULL, PRIMARY KEY (step, idx));
 CREATE TABLE IF NOT EXISTS evaluations (
-    step INTEGER NOT NULL, idx INTEGER NOT NULL, rung INTEGER NOT NULL,
+    step INTEGER NOT NULL, idx INTEGER NOT NULL, rung INTEGER NOT NULL, rep INTEGER NOT NULL,
     candidate_id TEXT NOT NULL, status TEXT NOT NULL, score REAL, result TEXT, error TEXT,
-    started_at REAL, finished_at REAL, worker TEXT, PRIMARY KEY (step, idx, rung));
+    started_at REAL, finished_at REAL, worker TEXT, PRIMARY KEY (step, idx, rung, rep));
+CREATE TABLE IF NOT EXISTS controls (
+    shape TEXT NOT NULL, rung INTEGER NOT NULL, rep INTEGER NOT NULL,
+    candidate_id TEXT NOT NULL, status TEXT NOT NULL, score REAL, result TEXT, error TEXT,
+    started_at REAL, finished_at REAL, worker TEXT, PRIMARY KEY (shape, rung, rep));
 CREATE TABLE IF NOT EXISTS steps (
     step INTEGER PRIMARY KEY, committed_at REAL NOT NULL, summary TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS state (
@@ -69,18 +73,31 @@ class Evaluation:
     started_at: float = 0.0
     finished_at: float = 0.0
     worker: str = ""
+    rep: int = 0  # which seed of the rung
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok" and self.score is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rung": self.rung, "status": self.status, "score": self.score,
+        return {"rung": self.rung, "rep": self.rep, "status": self.status, "score": self.score,
                 "result": None if self.result is None else self.result.to_dict(),
                 "error": self.error, "started_at": self.started_at,
                 "finished_at": self.finished_at, "worker": self.worker}
 
     @classmethod
     def from_row(cls, r: tuple) -> Evaluation:
-        """From ``(rung, status, score, result, error, started_at, finished_at, worker)``."""
-        result = None if r[3] is None else ScoreResult.from_dict(json.loads(r[3]))
-        return cls(r[0], r[1], result, r[2], r[4], r[5] or 0.0, r[6] or 0.0, r[7] or "")
+        """From a row of :data:`_EVAL_COLUMNS`."""
+        rung, rep, status, score, result, error, started, finished, worker = r
+        res = None if result is None else ScoreResult.from_dict(json.loads(result))
+        return cls(rung, status, res, score, error, started or 0.0, finished or 0.0,
+                   worker or "", rep)
+
+    def row(self) -> tuple:
+        """The values of :data:`_EVAL_COLUMNS`."""
+        return (self.rung, self.rep, self.status, self.score,
+                None if self.result is None else json.dumps(self.result.to_dict()),
+                self.error, self.started_at, self.finished_at, self.worker)
 
 
 @dataclass
@@ -186,12 +203,21 @@ class Journal:
 
     def record_evaluation(self, step: int, idx: int, candidate_id: str, ev: Evaluation) -> None:
         """Write one finished scorer call (its own small transaction)."""
-        result = None if ev.result is None else json.dumps(ev.result.to_dict())
         with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO evaluations VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (step, idx, ev.rung, candidate_id, ev.status, ev.score, result,
-                        ev.error, ev.started_at, ev.finished_at, ev.worker))
+            db.execute(f"INSERT OR REPLACE INTO evaluations (step, idx, candidate_id, "
+                       f"{_EVAL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (step, idx, candidate_id, *ev.row()))
+
+    def record_control(self, shape: str, candidate_id: str, ev: Evaluation) -> None:
+        """Write one finished scorer call of a paired control (a same-shape standard FFN)."""
+        with self.transaction() as db:
+            db.execute(f"INSERT OR REPLACE INTO controls (shape, candidate_id, {_EVAL_COLUMNS}) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (shape, candidate_id, *ev.row()))
+
+    def controls(self) -> dict[tuple[str, int, int], Evaluation]:
+        """Every finished control by ``(shape, rung, rep)``."""
+        return {(r[0], r[1], r[2]): Evaluation.from_row(r[1:]) for r in self.db.execute(
+            f"SELECT shape, {_EVAL_COLUMNS} FROM controls")}
 
     def commit_step(self, step: int, finals: list[tuple[str, str | None]], state: dict[str, Any],
                     summary: dict[str, Any]) -> None:
@@ -222,9 +248,9 @@ class Journal:
         row = self.db.execute("SELECT step, state FROM state WHERE id = 0").fetchone()
         return None if row is None else (int(row[0]), json.loads(row[1]))
 
-    def evaluations_of(self, step: int) -> dict[tuple[int, int], Evaluation]:
-        """Finished scorer calls of ``step`` by ``(idx, rung)`` (read back on resume)."""
-        return {(r[0], r[1]): Evaluation.from_row(r[1:]) for r in self.db.execute(
+    def evaluations_of(self, step: int) -> dict[tuple[int, int, int], Evaluation]:
+        """Finished scorer calls of ``step`` by ``(idx, rung, rep)`` (read back on resume)."""
+        return {(r[0], r[1], r[2]): Evaluation.from_row(r[1:]) for r in self.db.execute(
             f"SELECT idx, {_EVAL_COLUMNS} FROM evaluations WHERE step = ?", (step,))}
 
     def committed_proposals(self) -> list[tuple[str, str, str | None]]:
@@ -236,7 +262,7 @@ class Journal:
         """Every proposal, oldest first, with its evaluations (see :class:`JournalRow`)."""
         evals: dict[tuple[int, int], list[Evaluation]] = {}
         for r in self.db.execute(f"SELECT step, idx, {_EVAL_COLUMNS} FROM evaluations "
-                                 "ORDER BY step, idx, rung"):
+                                 "ORDER BY step, idx, rung, rep"):
             evals.setdefault((r[0], r[1]), []).append(Evaluation.from_row(r[2:]))
         rows = []
         for r in self.db.execute("SELECT step, idx, candidate_id, candidate, params, latency, "

@@ -15,7 +15,6 @@ configuration names (``SearchConfig.rank_by``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,22 +27,8 @@ Scorer = Callable[[CandidateSpec, Any], Any]
 @dataclass(frozen=True)
 class EvalBudget:
     """The budget handed to a scorer when the search has no ``score_budget`` of its own:
-    ``steps`` of training at hurdle ``rung`` (0 = the short first run)."""
+    ``steps`` of training at rung ``rung`` (0 = the short first run), seed number ``rep``."""
 
     rung: int
     steps: int
-
-
-def rung_budget(base: Any, rung: int, steps: int | None) -> Any:
-    """The budget for ``rung``: ``base`` with ``kd_steps`` (or ``steps``) replaced by
-    ``steps``; an :class:`EvalBudget` when there is no ``base``."""
-    if base is None:
-        return EvalBudget(rung, 0 if steps is None else steps)
-    if steps is None:
-        return base
-    if dataclasses.is_dataclass(base):
-        names = {f.name for f in dataclasses.fields(base)}
-        for name in ("kd_steps", "steps"):
-            if name in names:
-                return dataclasses.replace(base, **{name: steps})
-    return base
+    rep: int = 0

@@ -1,4 +1,4 @@
-"""Dedupe, parameter window, latency budget, hurdles, Pareto front, scorer results."""
+"""Dedupe, parameter window, latency budget, Pareto front, scorer results."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from distill.result import ScoreResult, higher_is_better
 from distill.student import count_parameters
 from searcher.budget import (
     Constraints,
-    Hurdles,
     LatencyMeter,
     ParamCounter,
     ParamWindow,
@@ -21,9 +20,11 @@ from searcher.budget import (
     pareto_front,
 )
 from searcher.candidate import Candidate, LayerGene, parse_ratio, uniform_candidate
+from searcher.config import Rung
 from searcher.dedupe import Deduper, functional_key
 from searcher.errors import SearchConfigError
-from searcher.scoring import EvalBudget, rung_budget
+from searcher.fidelity import SEED_STRIDE, rung_budget
+from searcher.scoring import EvalBudget
 
 
 def _cand(*exprs: str, s: int = 1, r: str = "1/2") -> Candidate:
@@ -92,24 +93,6 @@ def test_latency_budget_and_cache():
     assert LatencyMeter(32, tokens=16, cache=timed.cache)(_cand("W2(gelu(W1(x)))")) == seen[0]
 
 
-def test_hurdles():
-    h = Hurdles((10, 40), quantile=0.5, min_history=3)
-    assert h.num_rungs == 2 and h.steps_for(1) == 40
-    for s in (0.1, 0.2):
-        assert h.passes(0, s)  # too little history: everyone goes on
-        h.record(0, s)
-    h.record(0, 0.3)
-    assert h.hurdle(0) == pytest.approx(0.2)
-    assert h.passes(0, 0.25) and not h.passes(0, 0.15)
-    assert not h.passes(1, 1.0)  # no rung after the last
-    h2 = Hurdles((10, 40), min_history=3)
-    h2.load_state_dict(h.state_dict())
-    assert h2.hurdle(0) == h.hurdle(0)
-    assert Hurdles().num_rungs == 1 and Hurdles().steps_for(0) is None
-    with pytest.raises(SearchConfigError, match="hurdle_quantile"):
-        Hurdles((1, 2), quantile=2)
-
-
 def test_pareto_front():
     pts = {"a": (0.9, -10, -5), "b": (0.8, -5, -5), "c": (0.7, -12, -6), "d": (0.9, -10, -5),
            "e": (0.95, -20, -9)}
@@ -132,6 +115,7 @@ class _Result:
 class _Budget:
     kd_steps: int = 200
     lr: float = 1e-4
+    seed: int = 3
 
 
 def test_scorer_results_and_budgets_normalize():
@@ -148,6 +132,7 @@ def test_scorer_results_and_budgets_normalize():
     with pytest.raises(TypeError, match="no numeric 'score' or 'metrics'"):
         ScoreResult.coerce({"accuracy": 0.7})
     assert (higher_is_better("accuracy"), higher_is_better("kd_loss")) == (True, False)
-    assert rung_budget(None, 1, 40) == EvalBudget(1, 40)
-    assert rung_budget(_Budget(), 0, 50) == _Budget(kd_steps=50)
-    assert rung_budget(_Budget(), 0, None) == _Budget()
+    assert rung_budget(None, Rung(steps=40), 2, 1) == EvalBudget(1, 40, 2)
+    assert rung_budget(_Budget(), Rung(steps=50), 0, 0) == _Budget(kd_steps=50)
+    assert rung_budget(_Budget(), Rung(steps=None), 0, 0) == _Budget()
+    assert rung_budget(_Budget(), Rung(steps=9), 2, 1) == _Budget(9, seed=3 + 2 * SEED_STRIDE)

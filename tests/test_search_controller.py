@@ -21,7 +21,7 @@ def _drive(ctrl, steps: int, batch: int = 3) -> list[str]:
     for _ in range(steps):
         props = ctrl.propose(batch)
         ids += [c.id for c in props]
-        ctrl.observe([Observation(c, None if i == 1 else (0, _score(c)))
+        ctrl.observe([Observation(c, None if i == 1 else (0, _score(c), 0.0))
                       for i, c in enumerate(props)])
     return ids
 

@@ -4,29 +4,29 @@ stage masks, hurdles, the journal and configuration errors."""
 from __future__ import annotations
 
 import pytest
-from test_search_support import broken_score, history_key, small_config, toy_score
+from test_search_support import RUNGS, broken_score, history_key, small_config, toy_score
 
 import mlpgraph
-from searcher.candidate import seed_candidates
+from searcher.candidate import Candidate, LayerGene, seed_candidates, uniform_candidate
 from searcher.config import SearchConfig
 from searcher.errors import JournalError, ScorerError, SearchConfigError
+from searcher.fidelity import score_at, shape_key
 from searcher.journal import Journal
+from searcher.scoring import EvalBudget
 from searcher.search import run_search
 
 
 def test_same_seed_same_result_other_seed_differs(tmp_path):
-    cfg = small_config(rungs=(5, 20), crossover_prob=0.3, islands=2, migration_interval=3)
-    a = run_search(cfg, toy_score, tmp_path / "a")
-    b = run_search(small_config(rungs=(5, 20), crossover_prob=0.3, islands=2,
-                                migration_interval=3), toy_score, tmp_path / "b")
+    kw = dict(rungs=RUNGS, crossover_prob=0.3, islands=2, migration_interval=3)
+    a = run_search(small_config(**kw), toy_score, tmp_path / "a")
+    b = run_search(small_config(**kw), toy_score, tmp_path / "b")
     assert history_key(a) == history_key(b)
     assert [e.candidate.id for e in a.best] == [e.candidate.id for e in b.best]
     assert a.dedupe == b.dedupe and a.steps == b.steps
-    c = run_search(small_config(rungs=(5, 20), crossover_prob=0.3, islands=2,
-                                migration_interval=3, seed=4), toy_score, tmp_path / "c")
+    c = run_search(small_config(**kw, seed=4), toy_score, tmp_path / "c")
     assert history_key(c) != history_key(a)
     assert a.evaluations == 24 and len(a.history) == 24
-    assert a.best == sorted(a.best, key=lambda e: e.fitness, reverse=True)
+    assert a.best == sorted(a.best, key=lambda e: (e.fitness, e.candidate.id), reverse=True)
 
 
 @pytest.mark.parametrize("kind", ["evolution", "paper", "random"])
@@ -67,19 +67,60 @@ def test_stage_masks(tmp_path):
     assert len({e.candidate.id for e in res3.history}) == 12
 
 
-def test_hurdles_promote_only_the_good(tmp_path):
-    res = run_search(small_config(rungs=(5, 40), hurdle_min_history=4, evaluations=24),
-                     toy_score, tmp_path / "h")
-    rungs = [len(e.evaluations) for e in res.history]
-    assert set(rungs) == {1, 2}  # some went on, some did not
-    assert all(rungs[i] == 2 for i in range(4))  # too little history: the first four go on
-    scores0 = []
-    for e, n in zip(res.history, rungs, strict=True):
-        s0 = e.evaluations[0].score
-        if len(scores0) >= 4 and n == 2:
-            assert s0 >= sorted(scores0)[len(scores0) // 2 - 1]
-        scores0.append(s0)
-    assert all(e.fitness[0] == len(e.evaluations) - 1 for e in res.history)
+def test_successive_halving_promotes_the_best_and_confirms_the_winner(tmp_path):
+    res = run_search(small_config(rungs=RUNGS, confirm_seeds=3, evaluations=24), toy_score,
+                     tmp_path / "h")
+    at0 = sorted((e for e in res.history if e.fitness is not None),
+                 key=lambda e: (score_at(e.evaluations, 0), e.candidate.id), reverse=True)
+    promoted = [e for e in res.history if e.fitness[0] == 1]
+    assert {e.candidate.id for e in promoted} == {e.candidate.id for e in at0[:6]}
+    for e in promoted:  # rung 1: two seeds; fitness is their mean
+        r1 = sorted((x.rep, x.score) for x in e.evaluations if x.rung == 1)
+        assert [rep for rep, _ in r1] == [0, 1]
+        assert e.fitness[1] == pytest.approx((r1[0][1] + r1[1][1]) / 2)
+    winner = res.best[0]
+    assert winner.fitness[0] == 1 and winner in promoted
+    fresh = sorted(x.rep for x in winner.evaluations if x.rung == 2)
+    assert fresh == [2, 3, 4]  # three seeds none of the rungs used
+    assert winner.confirmed == pytest.approx(
+        sum(x.score for x in winner.evaluations if x.rung == 2) / 3)
+    assert all(e.confirmed is None for e in res.history if e is not winner)
+
+
+def test_paired_controls_are_the_same_shape_ffn_under_the_same_seed(tmp_path):
+    res = run_search(small_config(rungs=RUNGS, control="all", evaluations=12), toy_score,
+                     tmp_path / "c")
+    ffn = mlpgraph.parse("W2(gelu(W1(x)))")
+    for e in res.history:
+        ctl = Candidate(tuple(LayerGene(ffn, g.stacks, g.ratio) for g in e.candidate.layers))
+        rung = e.fitness[0]
+        budgets = [EvalBudget(rung, RUNGS[rung]["steps"], rep)
+                   for rep in range(RUNGS[rung].get("seeds", 1))]
+        want = sum(toy_score(ctl.spec(32), b)["score"] for b in budgets) / len(budgets)
+        assert e.control == pytest.approx(want) and e.delta == pytest.approx(e.score - want)
+    with Journal.in_folder(tmp_path / "c") as j:
+        shapes = {k[0] for k in j.controls()}
+    assert shapes == {shape_key(e.candidate) for e in res.history}  # the FFN's own score too
+
+
+def test_stage_two_is_seeded_with_the_base_and_its_bare_variant(tmp_path):
+    base = uniform_candidate("tanh(W2(gelu(W1(x))))", 2, "1", 3)
+    res = run_search(small_config(stage=2, base=base.to_dict(), evaluations=6,
+                                  population=2, sample_size=2), toy_score, tmp_path / "s2")
+    seeds = [e.candidate for e in res.history if e.candidate.lineage.origin == "seed"]
+    assert [str(g.graph) for c in seeds for g in c.layers] == \
+        ["tanh(W2(gelu(W1(x))))"] * 3 + ["W2(gelu(W1(x)))"] * 3
+
+
+def test_ties_are_broken_by_a_metric_then_the_id_not_by_order(tmp_path):
+    res = run_search(small_config(evaluations=12, tie_break="score"), flat_score, tmp_path / "t")
+    assert len({e.fitness[1] for e in res.history}) == 1  # every candidate ties
+    assert [e.candidate.id for e in res.best] == sorted(
+        (e.candidate.id for e in res.history), reverse=True)[:len(res.best)]
+
+
+def flat_score(spec, budget) -> dict:
+    return {"score": 0.5}
 
 
 def test_journal_reads_back_everything(tmp_path):

@@ -22,7 +22,9 @@ def toy_score(spec, budget) -> dict:
         h = int(hashlib.sha256(str(graph).encode()).hexdigest()[:8], 16) / 2**32
         s += 0.6 * h + 0.05 * math.log(stacks * d_inner)
     steps = getattr(budget, "steps", 0) or 0
-    return {"score": s / len(spec.layers) * 0.5 + 0.2 * (1 - math.exp(-steps / 50)),
+    rep = getattr(budget, "rep", 0)  # another seed: a little noise, the same for everyone
+    noise = 0.01 * math.sin(7.0 * rep + 13.0 * s)
+    return {"score": s / len(spec.layers) * 0.5 + 0.2 * (1 - math.exp(-steps / 50)) + noise,
             "params": None}
 
 
@@ -34,7 +36,8 @@ def slow_logged_score(spec, budget) -> dict:
     log = os.environ.get("SEARCH_TOY_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as f:
-            f.write(f"{spec.candidate_id} {getattr(budget, 'steps', 0)}\n")
+            f.write(f"{spec.candidate_id} {getattr(budget, 'steps', 0)} "
+                    f"{getattr(budget, 'rep', 0)}\n")
     return out
 
 
@@ -62,6 +65,9 @@ class FaultyScorer:
             time.sleep(self.hang_seconds)
         return toy_score(spec, budget)
 
+
+#: two rungs: every candidate 5 steps; the best 6 then 20 steps over 2 seeds
+RUNGS = ({"steps": 5}, {"steps": 20, "keep": 6, "seeds": 2})
 
 #: flat test shorthands -> (sub-model of SearchConfig, field)
 ALIASES = {"controller": ("controller", "kind"), "executor": ("executor", "kind"),
