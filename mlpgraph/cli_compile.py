@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=int, default=540, help="model width d (default 540)")
     p.add_argument("--d-inner", type=int, default=None,
                    help="inner width k (default: 4 * d-model)")
-    p.add_argument("--backend", choices=BACKENDS, default="inductor")
+    p.add_argument("--backend", choices=list(BACKENDS), default="inductor",
+                   help="compile backend (default inductor, which also reports its kernels)")
     p.add_argument("--tokens", type=int, default=1024,
                    help="rows of the example input Inductor is run on (default 1024)")
     p.add_argument("--emit-code", metavar="DIR", type=Path, default=None,
