@@ -1,9 +1,11 @@
 """Student configuration: one dataclass, JSON load/save, validation that names the field.
 
 A student is a BERT-style encoder whose every layer has its own MLP *expression*
-(an :mod:`mlpgraph` text such as ``W2(relu(W1(x) * x))``), applied ``stacks`` times
-with inner width ``d_inner``. Shipped configurations live in ``distill/configs/``
-and load by name::
+(an :class:`mlpgraph.Graph`, written in JSON as text such as ``W2(relu(W1(x) * x))``),
+applied ``stacks`` times with inner width ``d_inner``. Inside the program a
+:class:`LayerSpec` carries the graph; text appears only at the edges (JSON files,
+``(text, stacks, d_inner)`` tuples, which :func:`as_layer_spec` parses). Shipped
+configurations live in ``distill/configs/`` and load by name::
 
     from distill.config import load_config
     cfg = load_config("efficientbert_paper")      # or a path to any JSON file
@@ -28,19 +30,30 @@ STANDARD_FFN = "W2(gelu(W1(x)))"
 FORMAT = "efficientbert.student/1"
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerSpec:
-    """The MLP of one Transformer layer: an expression applied ``stacks`` times, each with
-    its own weights and its own ``LayerNorm(h + Dropout(f(h)))`` wrapper, at inner width
-    ``d_inner`` (the width ``k`` of the expression)."""
+    """The MLP of one Transformer layer: the expression ``graph`` applied ``stacks`` times,
+    each with its own weights and its own ``LayerNorm(h + Dropout(f(h)))`` wrapper, at
+    inner width ``d_inner`` (the width ``k`` of the expression)."""
 
-    expr: str
+    graph: mlpgraph.Graph
     stacks: int = 1
     d_inner: int = 1536
 
-    def graph(self) -> mlpgraph.Graph:
-        """The parsed expression (hash-consed: parsing the same text twice is cheap)."""
-        return mlpgraph.parse(self.expr)
+    def __post_init__(self) -> None:
+        if not isinstance(self.graph, mlpgraph.Graph):
+            raise ConfigError("graph", f"a LayerSpec holds an mlpgraph.Graph, got "
+                              f"{type(self.graph).__name__} {self.graph!r}; parse text with "
+                              "mlpgraph.parse, or use as_layer_spec((text, stacks, d_inner))")
+
+    @property
+    def expr(self) -> str:
+        """The expression as text (how JSON files and reports write it)."""
+        return mlpgraph.format(self.graph)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"expr": text, "stacks": s, "d_inner": k}``, the JSON form."""
+        return {"expr": self.expr, "stacks": self.stacks, "d_inner": self.d_inner}
 
 
 @dataclass
@@ -90,7 +103,7 @@ class StudentConfig:
         return 1 if self.is_regression else self.num_labels
 
     def graphs(self) -> list[mlpgraph.Graph]:
-        return [spec.graph() for spec in self.layers]
+        return [spec.graph for spec in self.layers]
 
     # ---------------------------------------------------------------- validation
     def validate(self) -> None:
@@ -124,19 +137,12 @@ class StudentConfig:
         for i, spec in enumerate(self.layers):
             _positive_int(spec.stacks, f"layers[{i}].stacks")
             _positive_int(spec.d_inner, f"layers[{i}].d_inner")
-            if not isinstance(spec.expr, str):
-                raise ConfigError(f"layers[{i}].expr", f"expected expression text, got "
-                                  f"{type(spec.expr).__name__}")
-            try:
-                spec.graph()
-            except mlpgraph.MLPGraphError as e:
-                raise ConfigError(f"layers[{i}].expr",
-                                  f"{spec.expr!r} is not a valid MLP expression: {e}") from None
 
     # ---------------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["layers"] = [dataclasses.asdict(s) for s in self.layers]
+        """A JSON-ready dict; layers as ``{"expr": text, "stacks", "d_inner"}``."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["layers"] = [spec.to_dict() for spec in self.layers]
         return out
 
     @classmethod
@@ -208,21 +214,35 @@ def load_config(name_or_path: str | Path) -> StudentConfig:
 
 
 def as_layer_spec(spec: Any, i: int = 0) -> LayerSpec:
-    """A :class:`LayerSpec` from itself, a dict or ``(expr or Graph, stacks, d_inner)``."""
+    """A :class:`LayerSpec` from itself, a JSON dict ``{expr, stacks, d_inner}`` or a
+    ``(Graph or text, stacks, d_inner)`` tuple; errors name ``layers[i]``."""
     if isinstance(spec, LayerSpec):
         return spec
     if isinstance(spec, dict):
-        allowed = {f.name for f in dataclasses.fields(LayerSpec)}
+        allowed = {"expr", "stacks", "d_inner"}
         extra = set(spec) - allowed
         if extra or "expr" not in spec:
             what = f"unknown key(s) {sorted(extra)}" if extra else "no 'expr'"
             raise ConfigError(f"layers[{i}]", f"{what}; a layer is {{expr, stacks, d_inner}}")
-        return LayerSpec(**spec)
+        rest = {k: v for k, v in spec.items() if k != "expr"}
+        return LayerSpec(_graph(spec["expr"], i), **rest)
     if isinstance(spec, list | tuple) and len(spec) == 3:
-        expr = spec[0] if isinstance(spec[0], str) else mlpgraph.format(spec[0])
-        return LayerSpec(expr, spec[1], spec[2])
-    raise ConfigError(f"layers[{i}]", f"expected a LayerSpec, a dict or (expr, stacks, d_inner), "
-                      f"got {spec!r}")
+        return LayerSpec(_graph(spec[0], i), spec[1], spec[2])
+    raise ConfigError(f"layers[{i}]", f"expected a LayerSpec, a dict or (graph or text, "
+                      f"stacks, d_inner), got {spec!r}")
+
+
+def _graph(value: Any, i: int) -> mlpgraph.Graph:
+    if isinstance(value, mlpgraph.Graph):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"layers[{i}].expr", f"expected expression text or an mlpgraph.Graph, "
+                          f"got {type(value).__name__}")
+    try:
+        return mlpgraph.parse(value)
+    except mlpgraph.MLPGraphError as e:
+        raise ConfigError(f"layers[{i}].expr",
+                          f"{value!r} is not a valid MLP expression: {e}") from None
 
 
 def _positive_int(v: Any, name: str) -> None:

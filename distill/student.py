@@ -7,14 +7,15 @@ every hidden state (embedding output first) and every layer's *pre-softmax* atte
 scores, the inputs of the distillation losses in :mod:`distill.losses`.
 
 Each MLP application is a :class:`GraphMLP`: the module ``mlpgraph.compile`` builds
-(backend ``"eager"`` by default) over parameters named ``fn.<linear>.weight`` /
-``fn.<linear>.bias``, or, for a sub-network borrowing a supernet's weights, the
-reference interpreter ``mlpgraph.evaluate`` over slices of them.
+(backend ``"eager"`` by default) with weight slots named ``fn.<linear>.weight`` /
+``fn.<linear>.bias``, owning its parameters or, for a sub-network of a supernet,
+borrowing the leading blocks of the supernet's; both run the same compiled code.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,18 +24,17 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.func import functional_call
 
 import mlpgraph
+from mlpgraph.compiler import compile_graph
 from mlpgraph.cost import count_params, linear_shapes
+from mlpgraph.module import as_weight_pair, require_weights
 
 from .config import StudentConfig
 from .errors import CheckpointError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-#: a borrowed linear: (module owning the full tensors, weight path, bias path or None)
-Source = tuple[nn.Module, str, str | None]
 Pair = tuple[torch.Tensor, torch.Tensor | None]
 
 
@@ -46,104 +46,61 @@ def default_device() -> torch.device:
 class GraphMLP(nn.Module):
     """One application ``f(h)`` of an MLP expression at widths ``(d_model, d_inner)``.
 
-    Owned mode (the constructor): ``self.fn`` is the module ``mlpgraph.compile`` builds
-    (backend ``"eager"`` unless asked) over parameters of its own: copies of ``weights``
-    if given, else normal(0, ``std``) weights and zero biases. Borrowed mode
-    (:meth:`borrowing`): no parameters; every forward slices the first ``out`` rows and
-    ``in`` columns of larger tensors owned by another module (a supernet), so nothing is
-    copied and gradients reach the owner.
+    ``self.fn`` is the module ``mlpgraph.compile`` builds (backend ``"eager"`` unless
+    asked; ``fn.backend``, ``fn.d_inner``, ``fn.code``...); its weight slots are named
+    after the linears (``fn.W1.weight``, ...).
+    Owned (``share_weights=False``): parameters of its own, copies of the leading blocks of
+    ``weights`` if given (a missing bias becomes zeros), else normal(0, ``std``) weights
+    and zero biases. Borrowed (``share_weights=True``): no parameters; ``weights``
+    (linear name -> an ``nn.Linear``-like module or a ``(weight, bias)`` pair, e.g. a
+    supernet's) are read at every call through their leading ``[:out, :in]`` blocks, so
+    nothing is copied and gradients reach the owner. Both run the same compiled
+    functional form.
     """
 
     def __init__(self, graph: mlpgraph.Graph, d_model: int, d_inner: int, *,
-                 backend: str = "eager", weights: dict[str, Pair] | None = None,
-                 std: float = 0.02, generator: torch.Generator | None = None) -> None:
+                 backend: str = "eager", weights: Mapping[str, Any] | None = None,
+                 share_weights: bool = False, std: float = 0.02,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self._setup(graph, d_model, d_inner, backend)
-        params = {}
-        for name, (o, i) in self.shapes.items():
-            if weights is None:
-                w, b = torch.empty(o, i).normal_(0.0, std, generator=generator), torch.zeros(o)
-            else:
-                w, b = weights[name]
-                w, b = w.detach().clone(), (w.new_zeros(o) if b is None else b.detach().clone())
-            params[name] = (nn.Parameter(w), nn.Parameter(b))
-        self.fn = mlpgraph.compile(graph, d_model, d_inner, backend, weights=params)
+        if share_weights and weights is None:
+            raise ValueError("share_weights=True borrows weights; pass weights={linear: module}")
+        if not share_weights:
+            weights = _initial_weights(graph, d_model, d_inner, weights, std, generator)
+        self.fn = compile_graph(graph, d_model, d_inner, backend, weights=weights,
+                                share_weights=share_weights)
 
-    def _setup(self, graph: mlpgraph.Graph, d_model: int, d_inner: int, backend: str) -> None:
-        self.graph, self.d_model, self.d_inner, self.backend = graph, d_model, d_inner, backend
-        self.shapes = linear_shapes(graph, d_model, d_inner)
-        self._sources: dict[str, Source] | None = None
-        self._template: nn.Module | None = None  # borrowed + compiled backend only
-
-    @classmethod
-    def borrowing(cls, graph: mlpgraph.Graph, d_model: int, d_inner: int,
-                  sources: dict[str, Source], *, backend: str = "eager") -> GraphMLP:
-        """A parameter-free MLP over the leading slices of ``sources`` (name -> Source)."""
-        self = cls.__new__(cls)
-        nn.Module.__init__(self)
-        self._setup(graph, d_model, d_inner, backend)
-        missing = set(self.shapes) - set(sources)
-        if missing:
-            raise ValueError(f"no source tensors for linear(s) {sorted(missing)} of "
-                             f"{mlpgraph.format(graph)}")
-        self.fn = None
-        self._sources = dict(sources)
-        for name, (owner, wpath, _) in self._sources.items():
-            have, want = owner.get_parameter(wpath).shape, self.shapes[name]
-            if have[0] < want[0] or have[1] < want[1]:
-                raise ValueError(f"source {wpath} of {name} is {tuple(have)}, smaller than the "
-                                 f"{want} (out, in) needed at d_inner={d_inner}")
-        return self
+    @property
+    def graph(self) -> mlpgraph.Graph:
+        return self.fn.mlp_graph
 
     @property
     def borrowed(self) -> bool:
-        return self._sources is not None
+        return self.fn.borrowed
 
     def weights(self) -> dict[str, Pair]:
         """Linear name -> ``(weight [out, in], bias [out])`` as used by the forward pass."""
-        if self._sources is None:
-            return {n: (self.fn.get_parameter(f"{n}.weight"), _maybe(self.fn, f"{n}.bias"))
-                    for n in self.shapes}
-        out = {}
-        for name, (owner, wpath, bpath) in self._sources.items():
-            o, i = self.shapes[name]
-            bias = owner.get_parameter(bpath)[:o] if bpath else None
-            out[name] = (owner.get_parameter(wpath)[:o, :i], bias)
-        return out
+        return {name: (slot.weight, slot.bias) for name, slot in self.fn.slots.items()}
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self._sources is None:
-            return self.fn(h)
-        weights = self.weights()  # fresh slices: valid after the owner moved or was updated
-        if self.backend == "eager":
-            return mlpgraph.evaluate(self.graph, h, weights, d_inner=self.d_inner)
-        if self._template is None:  # a compiled artifact, shared by structure, run on slices
-            template = mlpgraph.compile(self.graph, self.d_model, self.d_inner, self.backend,
-                                        weights=weights)
-            object.__setattr__(self, "_template", template)  # not a submodule: no state
-        flat = {f"{n}.{kind}": t for n, pair in weights.items()
-                for kind, t in zip(("weight", "bias"), pair, strict=True) if t is not None}
-        return functional_call(self._template, flat, (h,))
-
-    def _save_to_state_dict(self, destination: dict, prefix: str, keep_vars: bool) -> None:
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self._sources is not None:  # borrowed: export the slices under the owned names
-            for name, (w, b) in self.weights().items():
-                destination[f"{prefix}fn.{name}.weight"] = w if keep_vars else w.detach()
-                if b is not None:
-                    destination[f"{prefix}fn.{name}.bias"] = b if keep_vars else b.detach()
-
-    def extra_repr(self) -> str:
-        mode = ", borrowed" if self.borrowed else ""
-        expr = mlpgraph.format(self.graph)
-        return f"{expr}, d_model={self.d_model}, d_inner={self.d_inner}{mode}"
+        return self.fn(h)
 
 
-def _maybe(module: nn.Module, path: str) -> torch.Tensor | None:
-    try:
-        return module.get_parameter(path)
-    except AttributeError:
-        return None
+def _initial_weights(graph: mlpgraph.Graph, d_model: int, d_inner: int,
+                     weights: Mapping[str, Any] | None, std: float,
+                     generator: torch.Generator | None) -> dict[str, Pair]:
+    """Owned weights: ``weights`` with zero biases where they have none, or fresh ones."""
+    if weights is not None:
+        require_weights(graph, weights)
+    out = {}
+    for name, (o, i) in linear_shapes(graph, d_model, d_inner).items():
+        if weights is None:
+            out[name] = (torch.empty(o, i).normal_(0.0, std, generator=generator),
+                         torch.zeros(o))
+        else:
+            w, b = as_weight_pair(weights[name], name)
+            out[name] = (w, w.new_zeros(o) if b is None else b)
+    return out
 
 
 class MLPStack(nn.Module):
@@ -260,8 +217,8 @@ class Student(nn.Module):
         self.embeddings = Embeddings(config)
         layers = []
         for spec in config.layers:
-            graph = spec.graph()
-            units = [GraphMLP(graph, h, spec.d_inner, backend=backend) for _ in range(spec.stacks)]
+            units = [GraphMLP(spec.graph, h, spec.d_inner, backend=backend)
+                     for _ in range(spec.stacks)]
             norms = [nn.LayerNorm(h, eps=eps) for _ in range(spec.stacks)]
             attention = SelfAttention(h, config.heads, config.attention_dropout)
             layers.append(EncoderLayer(attention, nn.LayerNorm(h, eps=eps),
@@ -399,7 +356,7 @@ def count_parameters(config: StudentConfig) -> dict[str, int]:
     if proj_in != h or config.trigram:
         emb += proj_in * h + h
     attention = config.num_layers * (4 * (h * h + h) + 2 * h)
-    mlp = sum(spec.stacks * (count_params(spec.graph(), d_model=h, d_inner=spec.d_inner) + 2 * h)
+    mlp = sum(spec.stacks * (count_params(spec.graph, d_model=h, d_inner=spec.d_inner) + 2 * h)
               for spec in config.layers)
     head = h * h + h + (h + 1) * config.num_outputs
     return {"embeddings": emb, "attention": attention, "mlp": mlp, "head": head,

@@ -27,9 +27,12 @@ Two modes:
 ``"copy"``
     an independent student owning copies of the inherited tensors (train a candidate).
 ``"view"``
-    a student sharing the supernet's modules and reading its MLP weights through
-    slices at every forward pass: no copy, gradients reach the supernet (score without
-    training, or train the supernet on a random sub-network per step).
+    a student sharing the supernet's modules and borrowing its MLP weights (reading
+    their leading blocks at every forward pass): no copy, gradients reach the supernet
+    (score without training, or train the supernet on a random sub-network per step).
+
+Both modes run each MLP through the same compiled functional form as any student
+(:class:`~distill.student.GraphMLP`), on copied or on borrowed weights.
 """
 
 from __future__ import annotations
@@ -53,7 +56,6 @@ from .student import (
     EncoderLayer,
     GraphMLP,
     MLPStack,
-    Source,
     Student,
     StudentOutput,
     read_checkpoint,
@@ -63,12 +65,13 @@ from .student import (
 MAX_STACKS = 4
 SUPERNET_NAME = "supernet.json"
 Mode = Literal["copy", "view"]
-SpecLike = LayerSpec | tuple[str | mlpgraph.Graph, int, int]
+SpecLike = LayerSpec | tuple[mlpgraph.Graph | str, int, int]
 
 
 def supernet_config(config: StudentConfig, *, max_stacks: int = MAX_STACKS) -> StudentConfig:
     """``config`` with every layer replaced by ``max_stacks`` standard FFNs at ratio 1."""
-    return config.replace(layers=[LayerSpec(STANDARD_FFN, max_stacks, config.hidden)
+    ffn = mlpgraph.parse(STANDARD_FFN)
+    return config.replace(layers=[LayerSpec(ffn, max_stacks, config.hidden)
                                   for _ in config.layers])
 
 
@@ -103,14 +106,15 @@ class Supernet(nn.Module):
         return self.config.hidden
 
     # ----------------------------------------------------------------- weight pools
-    def sources(self, layer: int, stack: int, graph: mlpgraph.Graph) -> dict[str, Source]:
-        """The maximal tensors each linear of ``graph`` inherits in (``layer``, ``stack``)
-        (0-based), creating missing extra pools (see the module doc)."""
+    def sources(self, layer: int, stack: int, graph: mlpgraph.Graph) -> dict[str, nn.Module]:
+        """The maximal linear (a module with ``weight``/``bias``) each linear of ``graph``
+        inherits in (``layer``, ``stack``) (0-based), creating missing extra pools (see
+        the module doc)."""
         unit = self.model.layers[layer].mlp.units[stack]
         out = {}
         for name, role in pool_assignment(graph).items():
             if role != "extra":
-                out[name] = (unit.fn, f"{role}.weight", f"{role}.bias")
+                out[name] = unit.fn.slots[role]
                 continue
             key = f"l{layer}_s{stack}_{name}"
             if key not in self.extra:
@@ -121,15 +125,18 @@ class Supernet(nn.Module):
                     pool.weight.copy_(w)
                     pool.bias.copy_(b)
                 self.extra[key] = pool
-            out[name] = (self.extra[key], "weight", "bias")
+            out[name] = self.extra[key]
         return out
 
-    def add_pools(self, expressions: Sequence[str | mlpgraph.Graph]) -> list[str]:
-        """Create the extra pools ``expressions`` need in every layer and stack (call
-        before building the optimizer). Returns the keys of the pools created."""
+    def add_pools(self, graphs: Sequence[mlpgraph.Graph]) -> list[str]:
+        """Create the extra pools ``graphs`` need in every layer and stack (call before
+        building the optimizer). Returns the keys of the pools created."""
         before = set(self.extra)
-        for expr in expressions:
-            graph = mlpgraph.parse(expr) if isinstance(expr, str) else expr
+        for graph in graphs:
+            if not isinstance(graph, mlpgraph.Graph):
+                raise TypeError(f"add_pools takes mlpgraph.Graph objects, got "
+                                f"{type(graph).__name__} {graph!r}; parse text first "
+                                "(mlpgraph.parse)")
             for layer in range(self.num_layers):
                 for stack in range(self.max_stacks):
                     self.sources(layer, stack, graph)
@@ -166,8 +173,8 @@ class Supernet(nn.Module):
 
 def extract(supernet: Supernet, layer_specs: Sequence[SpecLike], *, mode: Mode = "copy",
             backend: str | None = None) -> Student:
-    """Cut the sub-network ``layer_specs`` (one ``LayerSpec`` or ``(expr, s, k)`` per
-    layer) out of ``supernet``: ``mode="copy"`` gives an independent student,
+    """Cut the sub-network ``layer_specs`` (one ``LayerSpec`` or ``(graph, s, k)`` per
+    layer; text is parsed) out of ``supernet``: ``mode="copy"`` gives an independent student,
     ``mode="view"`` one that shares the supernet's storage (see the module doc)."""
     if mode not in ("copy", "view"):
         raise ValueError(f"mode={mode!r}; use 'copy' (independent weights) or 'view' (shared)")
@@ -180,16 +187,9 @@ def extract(supernet: Supernet, layer_specs: Sequence[SpecLike], *, mode: Mode =
     layers = []
     for li, spec in enumerate(specs):
         src = model.layers[li]
-        graph = spec.graph()
-        units = []
-        for si in range(spec.stacks):
-            sources = supernet.sources(li, si, graph)
-            view = GraphMLP.borrowing(graph, d, spec.d_inner, sources, backend=backend)
-            if mode == "view":
-                units.append(view)
-            else:
-                units.append(GraphMLP(graph, d, spec.d_inner, backend=backend,
-                                      weights=view.weights()))
+        units = [GraphMLP(spec.graph, d, spec.d_inner, backend=backend,
+                          weights=supernet.sources(li, si, spec.graph),
+                          share_weights=mode == "view") for si in range(spec.stacks)]
         norms = [share(src.mlp.norms[si]) for si in range(spec.stacks)]
         layers.append(EncoderLayer(share(src.attention), share(src.attn_norm),
                                    MLPStack(units, norms, config.dropout), config.dropout))

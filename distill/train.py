@@ -470,12 +470,18 @@ def _teacher_kl(student: torch.Tensor, teacher: torch.Tensor,
 
 
 # ----------------------------------------------------------------------------- helpers
-def random_sampler(num_layers: int, hidden: int, expressions: Sequence[str] = (STANDARD_FFN,),
+def random_sampler(num_layers: int, hidden: int,
+                   expressions: Sequence[Any] = (STANDARD_FFN,),
                    stacks: Sequence[int] = (1, 2, 3, 4),
                    ratios: Sequence[float] = (1, 1 / 2, 1 / 3, 1 / 4)) -> Sampler:
-    """A sampler of uniform random ``(expression, stacks, d_inner)`` per layer."""
-    def sample(rng: random.Random) -> list[tuple[str, int, int]]:
-        return [(rng.choice(list(expressions)), rng.choice(list(stacks)),
+    """A sampler of uniform random ``(graph, stacks, d_inner)`` per layer (``expressions``:
+    graphs, or text parsed once here)."""
+    import mlpgraph
+
+    graphs = [mlpgraph.parse(e) if isinstance(e, str) else e for e in expressions]
+
+    def sample(rng: random.Random) -> list[tuple[Any, int, int]]:
+        return [(rng.choice(graphs), rng.choice(list(stacks)),
                  max(1, round(hidden * rng.choice(list(ratios))))) for _ in range(num_layers)]
     return sample
 

@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction, parents: Parents) -> argpar
                    help="model width d (default 540)")
     p.add_argument("--d-inner", type=positive_int, default=None,
                    help="inner width k (default: 4 * d-model)")
-    p.add_argument("--backend", choices=BACKENDS, default="inductor")
+    p.add_argument("--backend", choices=list(BACKENDS), default="inductor",
+                   help="compile backend (default inductor, which also reports its kernels)")
     p.add_argument("--tokens", type=positive_int, default=1024,
                    help="rows of the example input Inductor is run on (default 1024)")
     p.add_argument("-o", "--out", metavar="DIR", type=Path, default=None,

@@ -1,64 +1,72 @@
-"""Compile a :class:`Graph` to a ``torch.nn.Module``: eager FX, Inductor, ``torch.export``
-or (legacy) TorchScript, with weight inheritance, a bounded compile cache and kernel
-inspection.
+"""Compile a :class:`Graph` to a ``torch.nn.Module`` with any declared backend
+(:mod:`mlpgraph.backends`: eager FX, Inductor, ``torch.export``, legacy TorchScript),
+over weights of its own or borrowed from a supernet, with a bounded compile cache and
+kernel inspection.
 
-The compiled backends run the *functional* FX form of the (by default simplified) graph,
-``f(x2d, w1_weight, w1_bias, ...)``, so one compiled artifact serves every module of the
-same structure whatever its weights (own parameters or views of a supernet). Each
-artifact has its own generated code object, hence its own Dynamo cache and recompile
-budget; artifacts live in a bounded LRU (:func:`compile_cache_info`), and evicting one
-drops Dynamo's entries for its code.
+Every module runs the *functional* form of the (by default simplified) graph,
+``f(x2d, w1_weight, w1_bias, ...)``, as built by its backend: one artifact
+(:class:`~mlpgraph.module.MLPFunction`) serves every module of the same structure
+whatever its weights. Each artifact has its own generated code object, hence its own
+Dynamo cache and recompile budget; artifacts live in a bounded LRU keyed by the graph's
+canonical key (:func:`compile_cache_info`), and evicting one releases the backend's
+state for it (Dynamo's entries for its code).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import threading
 import time
-import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from .codegen import (
-    CompiledMLP,
-    ExportedMLP,
-    LinearSlot,
-    as_weight_pair,
-    build_functional,
-    build_module,
-    inherit_weights,
-    make_slots,
-    weight_arg_names,
+from . import keys
+from .backends import (
+    BACKENDS,
+    Backend,
+    TorchScriptDeprecationWarning,
+    check_options,
+    get_backend,
+    inductor_kwargs,
 )
+from .codegen import build_functional, inner_width, weight_arg_names
+from .cost import linear_shapes
 from .errors import BackendError
 from .ir import Graph
+from .module import (
+    BorrowedLinear,
+    ExportedMLP,
+    MLPFunction,
+    MLPModule,
+    OwnedLinear,
+    Slot,
+    as_weight_pair,
+    inherit_weights,
+    require_weights,
+)
 from .parser import parse
+from .simplify import simplify as run_simplify
 
 __all__ = [
-    "BACKENDS", "CacheInfo", "CompileReport", "CompiledMLP", "ExportedMLP", "KernelReport",
+    "BACKENDS", "CacheInfo", "CompileReport", "ExportedMLP", "KernelReport", "MLPModule",
     "TorchScriptDeprecationWarning", "clear_compile_cache", "compile_cache_info", "compile_graph",
-    "count_kernels", "inherit_weights", "inspect_inductor", "load_exported", "resolve_device",
-    "save_exported", "set_compile_cache_size",
+    "count_kernels", "inherit_weights", "inspect_inductor", "load_exported",
+    "resolve_device", "save_exported", "set_compile_cache_size",
 ]
 
-BACKENDS = ("eager", "inductor", "export", "torchscript")
 DEFAULT_CACHE_SIZE = 128
 _MATMUL = re.compile(r"(?<![\w.])(?:extern_kernels\.(?:mm|addmm|bmm|baddbmm)|torch\.ops\.aten\."
                      r"(?:mm|addmm|bmm)\.default|torch\.ops\.mkldnn\._linear_pointwise(?:\.\w+)?"
                      r"|torch\.ops\.mkl\._mkl_linear(?:\.\w+)?)\(")
 _KERNEL = re.compile(r"^(\w+) = async_compile\.(?:cpp_pybinding|cpp|triton)\(", re.M)
-
-
-class TorchScriptDeprecationWarning(DeprecationWarning):
-    """The legacy TorchScript backend was used (emitted once per process)."""
 
 
 @dataclass
@@ -103,19 +111,6 @@ class CacheInfo(NamedTuple):
     currsize: int
 
 
-@dataclass
-class _Artifact:
-    backend: str
-    graph: Graph  # the graph compiled (simplified unless simplify=False)
-    fx_module: torch.fx.GraphModule  # its functional FX form (eager)
-    arg_names: list[tuple[str, str]]
-    runner: Callable[..., torch.Tensor]
-    seconds: float = 0.0
-
-    def __deepcopy__(self, memo: dict) -> _Artifact:
-        return self  # weight-free and immutable: copies of a module share it
-
-
 def resolve_device(device: str | torch.device | None, weights: Mapping[str, Any] | None = None
                    ) -> torch.device:
     """The device to build on: ``device`` if given, else the weights' device, else CPU."""
@@ -132,119 +127,34 @@ def resolve_device(device: str | torch.device | None, weights: Mapping[str, Any]
     return devs.pop() if devs else torch.device("cpu")
 
 
-# ------------------------------------------------------------------ backends
-def _torch_compile_kwargs(options: dict) -> dict:
-    params = inspect.signature(torch.compile).parameters
-    bad = sorted(set(options) - set(params) - {"model"})
-    if bad:
-        raise BackendError(f"unknown option(s) {bad} for backend 'inductor'; torch.compile "
-                           f"accepts {sorted(p for p in params if p != 'model')}")
-    kw = {"backend": "inductor", **options}
-    if "isolate_recompiles" in params:
-        kw.setdefault("isolate_recompiles", True)
-    return kw
-
-
-_TS_STATE: dict[str, Any] = {"warned": False, "support": None}
-
-
-def _torchscript_check(options: dict) -> None:
-    """Refuse bad options or a torch without TorchScript; warn (once) that it is legacy."""
-    if sorted(set(options) - {"method"}) or options.get("method", "script") not in ("script",
-                                                                                     "trace"):
-        raise BackendError(f"bad option(s) {options} for backend 'torchscript' (accepts only "
-                           "method='script' or method='trace')")
-    if _TS_STATE["support"] is None:
-        try:  # does this torch still have a working TorchScript?
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.jit.script(nn.Identity())
-            _TS_STATE["support"] = True
-        except Exception as e:  # noqa: BLE001 - any failure means "not supported here"
-            _TS_STATE["support"] = f"{type(e).__name__}: {e}"
-    if _TS_STATE["support"] is not True:
-        raise BackendError(f"the installed torch {torch.__version__} no longer supports "
-                           f"TorchScript ({_TS_STATE['support']}); use backend='export' or "
-                           "backend='inductor'")
-    if not _TS_STATE["warned"]:
-        _TS_STATE["warned"] = True
-        warnings.warn("backend='torchscript' is legacy (TorchScript is deprecated in torch); "
-                      "prefer backend='export' or 'inductor'", TorchScriptDeprecationWarning,
-                      stacklevel=3)
-
-
-def _torchscript(fgm: torch.fx.GraphModule, example: tuple, options: dict) -> Callable:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's own deprecation notices: ours was shown
-        if options.get("method", "script") == "script":
-            try:
-                return torch.jit.script(fgm)
-            except Exception:  # noqa: BLE001, S110 - e.g. a user primitive it cannot parse
-                pass  # tracing records the ops instead (inputs are always 2-D here)
-        return torch.jit.trace(fgm, example, check_trace=False)
-
-
-def _build_artifact(backend: str, target: Graph, d_model: int, d_inner: int | None,
-                    has_bias: dict[str, bool], weights: list[torch.Tensor], options: dict,
-                    warmup_tokens: int | None, dtype: torch.dtype, device: torch.device
-                    ) -> _Artifact:
-    t0 = time.perf_counter()
-    fgm = build_functional(target, d_model, d_inner, has_bias=has_bias,
-                           compiled_forms=backend == "inductor")
-    x = torch.zeros(max(2, warmup_tokens or 2), d_model, dtype=dtype, device=device)
-    example = (x, *(w.detach() for w in weights))
-    if backend == "inductor":
-        runner = torch.compile(fgm.forward, **_torch_compile_kwargs(options))
-        if warmup_tokens:  # compile now, as general in the token count as allowed
-            if options.get("dynamic") is not False:
-                torch._dynamo.mark_dynamic(x, 0)
-            with torch.no_grad():
-                runner(x, *weights)
-    elif backend == "export":
-        if set(options) - {"strict"}:
-            raise BackendError(f"unknown option(s) {sorted(set(options) - {'strict'})} for "
-                               "backend 'export' (accepts: strict)")
-        dims = ({0: torch.export.Dim("tokens", min=1)},) + (None,) * len(weights)
-        runner = torch.export.export(fgm, example, dynamic_shapes=dims, **options).module()
-    else:
-        runner = _torchscript(fgm, example, options)
-    return _Artifact(backend, target, fgm, weight_arg_names(target, has_bias), runner,
-                     time.perf_counter() - t0)
-
-
 # ------------------------------------------------------------------ the cache
 class _LRU:
     def __init__(self, maxsize: int) -> None:
         self.maxsize, self.hits, self.misses, self.evictions = maxsize, 0, 0, 0
-        self.data: OrderedDict[tuple, _Artifact] = OrderedDict()
+        self.data: OrderedDict[tuple, MLPFunction] = OrderedDict()
         self.lock = threading.RLock()
 
-    def get(self, key: tuple) -> _Artifact | None:
+    def get(self, key: tuple) -> MLPFunction | None:
         with self.lock:
-            art = self.data.get(key)
-            self.hits, self.misses = self.hits + (art is not None), self.misses + (art is None)
-            if art is not None:
+            fn = self.data.get(key)
+            self.hits, self.misses = self.hits + (fn is not None), self.misses + (fn is None)
+            if fn is not None:
                 self.data.move_to_end(key)
-            return art
+            return fn
 
-    def put(self, key: tuple, art: _Artifact) -> None:
+    def put(self, key: tuple, fn: MLPFunction) -> None:
         with self.lock:
-            self.data[key] = art
+            self.data[key] = fn
             self.shrink(self.maxsize)
 
     def shrink(self, size: int) -> None:
         with self.lock:
             while len(self.data) > size:
-                _release(self.data.popitem(last=False)[1])
+                fn = self.data.popitem(last=False)[1]
+                spec = BACKENDS.get(fn.backend)
+                if spec is not None and spec.release is not None:
+                    spec.release(fn.fx_module)
                 self.evictions += 1
-
-
-def _release(art: _Artifact) -> None:
-    """Drop Dynamo's compiled entries for an evicted artifact (a live module still using
-    it recompiles on its next call)."""
-    reset_code = getattr(torch._dynamo, "reset_code", None)
-    if art.backend == "inductor" and reset_code is not None:
-        reset_code(art.fx_module.forward.__code__)
 
 
 _CACHE = _LRU(DEFAULT_CACHE_SIZE)
@@ -257,7 +167,7 @@ def compile_cache_info() -> CacheInfo:
 
 
 def clear_compile_cache() -> None:
-    """Empty the compile cache (dropping Dynamo's entries for its artifacts), reset counts."""
+    """Empty the compile cache (releasing its artifacts) and reset its counts."""
     with _CACHE.lock:
         _CACHE.shrink(0)
         _CACHE.hits = _CACHE.misses = _CACHE.evictions = 0
@@ -271,36 +181,93 @@ def set_compile_cache_size(maxsize: int) -> None:
     _CACHE.shrink(maxsize)
 
 
-def _target(graph: Graph, simplify: bool) -> tuple[Graph, str]:
-    try:
-        from . import keys
-        from .simplify import simplify as run_simplify
-    except ImportError:  # no simplifier/keys: the exact structure is the key
-        return graph, "json|" + graph.to_json()
+@lru_cache(maxsize=1024)
+def _target(graph: Graph, simplify: bool) -> tuple[Graph, str, str]:
+    """The graph to compile, its cache key (canonical, or exact without ``simplify``) and
+    the text of ``graph`` (memoized here: a supernet step compiles dozens of graphs)."""
     if not simplify:
-        return graph, "exact|" + keys.recexpr_key(graph)
-    return run_simplify(graph), keys.canonical_key(graph)
+        return graph, "exact|" + keys.recexpr_key(graph), str(graph)
+    return run_simplify(graph), keys.canonical_key(graph), str(graph)
+
+
+# ------------------------------------------------------------------ artifacts
+def _function(graph: Graph, d_model: int, d_inner: int | None, spec: Backend,
+              slots: Mapping[str, Slot], dtype: torch.dtype, device: torch.device,
+              simplify: bool, warmup_tokens: int | None, options: dict[str, Any]
+              ) -> tuple[MLPFunction, bool]:
+    """The shared artifact running ``graph`` (simplified unless ``simplify=False``) with
+    backend ``spec`` on weights like ``slots``', and whether it came from the cache."""
+    target, key, _ = _target(graph, simplify)
+    has_bias = {n: slots[n].has_bias for n in target.linears}
+    borrowed = any(slots[n].borrowed for n in target.linears)  # strided blocks: specialize
+    ckey = (key, d_model, d_inner, spec.name, str(dtype), str(device),
+            tuple(has_bias.items()), borrowed,
+            tuple(sorted((k, repr(v)) for k, v in options.items())))
+    fn = _CACHE.get(ckey)
+    if fn is not None:
+        return fn, True
+    t0 = time.perf_counter()
+    fgm = build_functional(target, d_model, d_inner, has_bias=has_bias,
+                           compiled_forms=spec.compiled_forms)
+    arg_names = tuple(weight_arg_names(target, has_bias))
+    x = torch.zeros(max(2, warmup_tokens or 2), d_model, dtype=dtype, device=device)
+    example = (x, *(getattr(slots[m], k).detach() for m, k in arg_names))
+    runner = spec.build(fgm, example, options, bool(warmup_tokens))
+    fn = MLPFunction(spec.name, target, fgm, arg_names, runner, time.perf_counter() - t0)
+    _CACHE.put(ckey, fn)
+    return fn, False
+
+
+def _slots(graph: Graph, d_model: int, d_inner: int, weights: Mapping[str, Any] | None,
+           share: bool, bias: bool, dtype: torch.dtype, device: torch.device,
+           seed: int | None) -> dict[str, Slot]:
+    """One weight slot per linear: fresh, copied from ``weights`` or borrowing them."""
+    shapes = linear_shapes(graph, d_model, d_inner)
+    if weights is None:
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        slots: dict[str, Slot] = {}
+        for name, (o, i) in shapes.items():
+            bound = i ** -0.5  # nn.Linear's default init range; same draws as random_weights
+            w = (torch.rand(o, i, generator=gen, dtype=dtype) * 2 - 1) * bound
+            b = (torch.rand(o, generator=gen, dtype=dtype) * 2 - 1) * bound if bias else None
+            slots[name] = OwnedLinear(w.to(device), None if b is None else b.to(device))
+        return slots
+    if not share:
+        return {n: OwnedLinear(w.detach().to(device, dtype, copy=True),
+                               None if b is None else b.detach().to(device, dtype, copy=True))
+                for n, (w, b) in inherit_weights(graph, d_model, d_inner, weights).items()}
+    require_weights(graph, weights)
+    for name in shapes:
+        for t in as_weight_pair(weights[name], name):
+            if t is not None and (t.dtype != dtype or t.device != device):
+                raise BackendError(
+                    f"weights of {name} are {t.dtype} on {t.device} but dtype={dtype}, "
+                    f"device={device} was asked; shared weights are used without copying, "
+                    "so convert the owner first (or omit dtype/device, or share_weights=False)")
+    return {n: BorrowedLinear(weights[n], o, i) for n, (o, i) in shapes.items()}
 
 
 # ------------------------------------------------------------------ compile
 def compile_graph(graph: Graph | str, d_model: int, d_inner: int | None, backend: str = "eager",
-                  *, weights: Mapping[str, Any] | None = None, bias: bool = True,
-                  dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                  seed: int | None = None, simplify: bool = True,
-                  warmup_tokens: int | None = 16, **options: Any) -> nn.Module:
+                  *, weights: Mapping[str, Any] | None = None, share_weights: bool = True,
+                  bias: bool = True, dtype: torch.dtype | None = None,
+                  device: str | torch.device | None = None, seed: int | None = None,
+                  simplify: bool = True, warmup_tokens: int | None = 16,
+                  **options: Any) -> MLPModule:
     """Build ``graph`` as a module mapping ``[..., d_model] -> [..., d_model]``.
 
-    backend: ``"eager"`` (the FX :class:`~mlpgraph.codegen.MLPModule`), ``"inductor"``
-    (``torch.compile``; ``options`` such as ``dynamic``, ``mode`` or Inductor's own
-    ``options={...}`` pass through),
-    ``"export"`` (a ``torch.export`` program; option ``strict``) or ``"torchscript"``
-    (legacy; option ``method='script'|'trace'``).
-    weights: ``name -> (weight, bias)`` (or an ``nn.Linear``), possibly larger tensors of
-    a supernet: the module uses views of their first rows/columns, without copying.
-    Otherwise fresh ``nn.Linear``-style weights are drawn (from ``seed``, or torch's RNG),
-    with biases if ``bias``.
-    simplify: compiled backends run the simplified graph and share artifacts by its
-    canonical key (eager always runs ``graph`` as given).
+    backend: a name in :data:`~mlpgraph.backends.BACKENDS`: ``"eager"`` (the generated FX
+    code), ``"inductor"`` (``torch.compile``; ``options`` such as ``dynamic``, ``mode`` or
+    Inductor's own ``options={...}`` pass through), ``"export"`` (a ``torch.export``
+    program; option ``strict``) or ``"torchscript"`` (legacy; ``method='script'|'trace'``).
+    weights: ``name -> (weight, bias)``, a weight tensor or an ``nn.Linear``-like module,
+    possibly larger (a supernet's): the module uses their leading ``[:out, :in]`` blocks.
+    With ``share_weights`` (the default) it borrows them: nothing is copied, it owns no
+    parameters, reads them at every call (a module is read live, so its owner may move),
+    gradients reach them and ``load_state_dict`` writes into them. Otherwise it owns
+    copies. Without ``weights``, fresh ``nn.Linear``-style weights are drawn (from
+    ``seed``, or torch's RNG), with biases if ``bias``.
+    simplify: run the simplified graph and share artifacts by its canonical key.
     warmup_tokens: Inductor compiles lazily, so it is run once on this many rows to
     compile now (``None``: compile on first call).
     The module carries ``compile_seconds`` and a :class:`CompileReport` as ``report``.
@@ -308,41 +275,25 @@ def compile_graph(graph: Graph | str, d_model: int, d_inner: int | None, backend
     t0 = time.perf_counter()
     if isinstance(graph, str):
         graph = parse(graph)
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend == "eager" and options:
-        raise BackendError(f"option(s) {sorted(options)} do not apply to backend 'eager'")
-    if backend == "torchscript":
-        _torchscript_check(options)
+    spec = get_backend(backend)
+    check_options(spec, options)
+    if spec.check is not None:
+        spec.check(options)  # may warn with stacklevel=3: our caller
+    k = inner_width(graph, d_model, d_inner)
     dev = resolve_device(device, weights)
     if dtype is None:
         first = next(iter(weights.items()), None) if weights else None
         dtype = as_weight_pair(first[1], first[0])[0].dtype if first else \
             torch.get_default_dtype()
-    slots = make_slots(graph, d_model, d_inner, weights, bias, dtype, dev, seed)
-    hit, key, art_seconds = False, "", 0.0
-    if backend == "eager":
-        module: nn.Module = build_module(graph, d_model, d_inner, slots)
-    else:
-        target, key = _target(graph, simplify)
-        has_bias = {n: slots[n].bias is not None for n in target.linears}
-        inherited = any(slots[n].inherited for n in target.linears)
-        ckey = (key, d_model, d_inner, backend, str(dtype), str(dev),
-                tuple(sorted(has_bias.items())), inherited,
-                tuple(sorted((k, repr(v)) for k, v in options.items())))
-        art = _CACHE.get(ckey)
-        hit = art is not None
-        if art is None:
-            ws = [getattr(slots[m], k) for m, k in weight_arg_names(target, has_bias)]
-            art = _build_artifact(backend, target, d_model, d_inner, has_bias, ws, options,
-                                  warmup_tokens, dtype, dev)
-            _CACHE.put(ckey, art)
-        module = CompiledMLP(graph, d_model, d_inner, slots, art)
-        art_seconds = art.seconds
+    slots = _slots(graph, d_model, k, weights, share_weights, bias, dtype, dev, seed)
+    fn, hit = _function(graph, d_model, d_inner, spec, slots, dtype, dev, simplify,
+                        warmup_tokens, options)
+    module = MLPModule(graph, d_model, d_inner, slots, fn)
     seconds = time.perf_counter() - t0
     module.compile_seconds = seconds
-    module.report = CompileReport(backend, str(graph), key, d_model, d_inner, str(dtype),
-                                  str(dev), hit, seconds, art_seconds)
+    _, key, text = _target(graph, simplify)
+    module.report = CompileReport(spec.name, text, key, d_model, d_inner, str(dtype), str(dev),
+                                  hit, seconds, fn.seconds)
     return module
 
 
@@ -354,14 +305,13 @@ def save_exported(module: nn.Module, path: str | Path) -> Path:
     if not isinstance(graph, Graph):
         raise BackendError(f"save_exported needs a module made by mlpgraph.compile, got "
                            f"{type(module).__name__}")
-    slots = {}
-    for name in graph.linears:
-        w, b = getattr(module, name).weight, getattr(module, name).bias
-        slots[name] = LinearSlot(w.detach().clone(), None if b is None else b.detach().clone())
-    eager = build_module(graph, module.d_model, module.d_inner, slots)
-    w0 = next(iter(slots.values())).weight if slots else torch.zeros(())
+    weights = {name: (getattr(module, name).weight, getattr(module, name).bias)
+               for name in graph.linears}
+    own = compile_graph(graph, module.d_model, module.d_inner, "eager", weights=weights,
+                        share_weights=False)
+    w0 = next(iter(weights.values()))[0] if weights else torch.zeros(())
     x = torch.zeros(2, module.d_model, dtype=w0.dtype, device=w0.device)
-    program = torch.export.export(eager, (x,),
+    program = torch.export.export(own, (x,),
                                   dynamic_shapes=({0: torch.export.Dim("tokens", min=1)},))
     meta = {"format": "mlpgraph.exported/1", "graph": graph.to_json(),
             "d_model": module.d_model, "d_inner": module.d_inner}
@@ -411,16 +361,17 @@ def inspect_inductor(graph: Graph | str, d_model: int, d_inner: int | None, toke
     FX code (``fx_code.py``) and Inductor's output code (``inductor_output_<i>.py``)."""
     if isinstance(graph, str):
         graph = parse(graph)
-    target, _ = _target(graph, simplify)
-    dev = resolve_device(device)
-    slots = make_slots(target, d_model, d_inner, None, True,
-                       dtype or torch.get_default_dtype(), dev, 0)
+    check_options(BACKENDS["inductor"], options)
+    target = _target(graph, simplify)[0]
+    dev, dtype = resolve_device(device), dtype or torch.get_default_dtype()
+    slots = _slots(target, d_model, inner_width(target, d_model, d_inner), None, False, True,
+                   dtype, dev, 0)
     has_bias = dict.fromkeys(target.linears, True)
     fgm = build_functional(target, d_model, d_inner, has_bias=has_bias, compiled_forms=True)
     ws = [getattr(slots[m], k).detach() for m, k in weight_arg_names(target, has_bias)]
     x = torch.randn(tokens, d_model, generator=torch.Generator().manual_seed(0),
-                    dtype=dtype or torch.get_default_dtype()).to(dev)
-    compiled = torch.compile(fgm.forward, **_torch_compile_kwargs(options))
+                    dtype=dtype).to(dev)
+    compiled = torch.compile(fgm.forward, **inductor_kwargs(options))
     t0 = time.perf_counter()
     with torch.no_grad():
         codes = _run_and_get_code(compiled, x, *ws)

@@ -1,5 +1,7 @@
-"""mlpgraph.compile: every backend against the reference interpreter, weight inheritance,
-state dicts, export files, the TorchScript warning, the compile cache and kernel counts.
+"""mlpgraph.compile: every backend against the reference interpreter (on weights of its
+own and on weights borrowed from a larger owner), the backend registry, weight
+inheritance, state dicts, export files, the TorchScript warning, the compile cache and
+kernel counts.
 
 Inductor compiles cost seconds each on CPU, so the default run compiles a handful of
 representative graphs; ``-m slow`` runs Inductor on every paper MLP and random graphs.
@@ -17,7 +19,8 @@ import sympy
 import torch
 
 import mlpgraph
-from mlpgraph import compiler, ir
+from mlpgraph import backends, compiler, ir
+from mlpgraph.backends import BACKENDS
 from mlpgraph.codegen import build_functional
 from mlpgraph.compiler import (
     TorchScriptDeprecationWarning,
@@ -34,6 +37,7 @@ from mlpgraph.compiler import (
 )
 from mlpgraph.errors import BackendError, WidthError
 from mlpgraph.ir import Graph, Width
+from mlpgraph.module import MLPModule
 from tests.conftest import GLU_EXPRESSIONS, PAPER_EXPRESSIONS, STANDARD_FFN
 
 D, K = 12, 8
@@ -43,19 +47,40 @@ CHEAP = ["eager", "export", "torchscript"]
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+def owners_of(weights: dict) -> dict[str, torch.nn.Linear]:
+    """Larger linears (2 more rows, 3 more columns) whose leading blocks are ``weights``."""
+    owners = {}
+    for name, (w, b) in weights.items():
+        lin = torch.nn.Linear(w.shape[1] + 3, w.shape[0] + 2)
+        with torch.no_grad():
+            lin.weight[: w.shape[0], : w.shape[1]] = w
+            lin.bias[: w.shape[0]] = b
+        owners[name] = lin
+    return owners
+
+
 def check_against_evaluate(graph: Graph | str, backend: str, d: int = D, k: int = K,
-                           shapes=SHAPES, **kw) -> torch.nn.Module:
-    """Outputs and gradients (input and every weight) equal ``evaluate``'s, float32."""
+                           shapes=SHAPES, borrowed: bool = False, **kw) -> torch.nn.Module:
+    """Outputs and gradients (input and every weight) equal ``evaluate``'s, float32.
+    ``borrowed``: the module borrows its weights from larger owners; their gradients
+    must equal the reference in the borrowed block and be zero outside it."""
     graph = mlpgraph.parse(graph) if isinstance(graph, str) else graph
-    module = compile_graph(graph, d, k, backend, seed=1, **kw)
     ref_w = {n: (w.requires_grad_(), b.requires_grad_())
              for n, (w, b) in mlpgraph.random_weights(graph, d, k, seed=1).items()}
+    if borrowed:
+        owners = owners_of({n: (w.detach(), b.detach()) for n, (w, b) in ref_w.items()})
+        module = compile_graph(graph, d, k, backend, weights=owners, **kw)
+        assert module.borrowed == bool(graph.linears) and not list(module.parameters())
+    else:
+        module = compile_graph(graph, d, k, backend, seed=1, **kw)
+        owners = {n: getattr(module, n) for n in graph.linears}
     gen = torch.Generator().manual_seed(2)
     for lead in shapes:
         x = torch.randn(*lead, d, generator=gen)
         cot = torch.randn(*lead, d, generator=gen)
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        module.zero_grad(set_to_none=True)
+        for owner in owners.values():
+            owner.zero_grad(set_to_none=True)
         for w, b in ref_w.values():
             w.grad = b.grad = None
         y = module(xa)
@@ -67,8 +92,12 @@ def check_against_evaluate(graph: Graph | str, backend: str, d: int = D, k: int 
             (ref * cot).sum().backward()
         pairs = [(xa.grad, xb.grad)]
         for name, (w, b) in ref_w.items():
-            slot = getattr(module, name)
-            pairs += [(slot.weight.grad, w.grad), (slot.bias.grad, b.grad)]
+            gw, gb = owners[name].weight.grad, owners[name].bias.grad
+            if borrowed and gw is not None:  # the owner's gradient is zero off the block
+                o, i = w.shape
+                assert not gw[o:].any() and not gw[:, i:].any() and not gb[o:].any()
+                gw, gb = gw[:o, :i], gb[:o]
+            pairs += [(gw, w.grad), (gb, b.grad)]
         for got, want in pairs:
             got = torch.zeros_like(want) if got is None and want is not None else got
             want = torch.zeros_like(got) if want is None and got is not None else want
@@ -116,16 +145,18 @@ RANDOM_GRAPHS = [random_graph(random.Random(s), steps=3 + s % 9) for s in range(
 
 
 # ------------------------------------------------------------------ numerics
+@pytest.mark.parametrize("borrowed", [False, True], ids=["owned", "borrowed"])
 @pytest.mark.parametrize("backend", CHEAP)
 @pytest.mark.parametrize("expr", [*PAPER_EXPRESSIONS, STANDARD_FFN, *GLU_EXPRESSIONS])
-def test_backend_matches_evaluate(expr: str, backend: str) -> None:
-    check_against_evaluate(expr, backend)
+def test_backend_matches_evaluate(expr: str, backend: str, borrowed: bool) -> None:
+    check_against_evaluate(expr, backend, borrowed=borrowed)
 
 
+@pytest.mark.parametrize("borrowed", [False, True], ids=["owned", "borrowed"])
 @pytest.mark.parametrize("backend", CHEAP)
 @pytest.mark.parametrize("graph", RANDOM_GRAPHS, ids=lambda g: str(g)[:40])
-def test_random_graphs(graph: Graph, backend: str) -> None:
-    check_against_evaluate(graph, backend)
+def test_random_graphs(graph: Graph, backend: str, borrowed: bool) -> None:
+    check_against_evaluate(graph, backend, borrowed=borrowed)
 
 
 def test_unsimplified_and_widths_wider_than_inner() -> None:
@@ -136,16 +167,19 @@ def test_unsimplified_and_widths_wider_than_inner() -> None:
     assert "relu(relu" not in str(m.compiled_graph)  # the simplified graph was compiled
 
 
-@pytest.mark.parametrize("expr", ["W2(relu(W1(x) * x))", "W2(gelu(W1(max(x, tanh(x)))))",
-                                  GLU_EXPRESSIONS[0]])
-def test_inductor_matches_evaluate(expr: str) -> None:
-    check_against_evaluate(expr, "inductor")
+@pytest.mark.parametrize("expr, borrowed", [("W2(relu(W1(x) * x))", False),
+                                            ("W2(gelu(W1(max(x, tanh(x)))))", False),
+                                            (GLU_EXPRESSIONS[0], False),
+                                            (GLU_EXPRESSIONS[0], True)])
+def test_inductor_matches_evaluate(expr: str, borrowed: bool) -> None:
+    check_against_evaluate(expr, "inductor", borrowed=borrowed)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("borrowed", [False, True], ids=["owned", "borrowed"])
 @pytest.mark.parametrize("expr", [*PAPER_EXPRESSIONS, STANDARD_FFN, *GLU_EXPRESSIONS])
-def test_inductor_paper_all(expr: str) -> None:
-    check_against_evaluate(expr, "inductor")
+def test_inductor_paper_all(expr: str, borrowed: bool) -> None:
+    check_against_evaluate(expr, "inductor", borrowed=borrowed)
 
 
 @pytest.mark.slow
@@ -176,12 +210,14 @@ def test_user_primitive(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_eager_module_code_names_and_sharing() -> None:
     m = compile_graph("W2(gelu(W1(x)) * gelu(W1(x)) + tanh(x))", D, K, seed=0)
-    code = m.code
-    assert "self.W1(x)" in code and "self.W2(" in code and "gelu" in code
-    assert code.count("self.W1(") == 1 and code.count("gelu(") == 1  # shared nodes once
+    code = m.code  # the functional form: weights are arguments, linears F.linear calls
+    assert "linear(x, w1_weight, w1_bias)" in code and "w2_weight, w2_bias)" in code
+    assert "gelu" in code
+    assert code.count("w1_weight, w1_bias)") == 1 and code.count("gelu(") == 1  # shared once
     assert [n for n, _ in m.named_parameters()] == ["W1.weight", "W1.bias", "W2.weight",
                                                     "W2.bias"]
-    assert isinstance(m, torch.fx.GraphModule)
+    assert isinstance(m, MLPModule) and isinstance(m.function.fx_module, torch.fx.GraphModule)
+    assert m.function.runner == m.function.fx_module.forward  # eager runs the FX code itself
 
 
 def test_const_nodes_and_no_bias() -> None:
@@ -208,8 +244,8 @@ def test_weight_inheritance_shares_storage(backend: str) -> None:
     assert m.W1.weight.data_ptr() == big["W1"].weight.data_ptr()
     assert m.W2.weight.data_ptr() == big["W2"].weight.data_ptr()
     assert m.W1.bias.data_ptr() == big["W1"].bias.data_ptr()
-    owner = [p for lin in big.values() for p in lin.parameters()]
-    assert all(any(p is q for q in owner) for p in m.parameters())  # nothing copied
+    assert m.W1.weight.shape == (K, D) and m.W2.weight.shape == (D, K)
+    assert not list(m.parameters()) and not list(m.buffers())  # nothing copied or owned
     copied = {n: (w.detach().clone(), b.detach().clone())
               for n, (w, b) in inherit_weights(g, D, K, big).items()}
     ref = compile_graph(g, D, K, "eager", weights=copied)
@@ -269,9 +305,41 @@ def test_export_save_load(tmp_path) -> None:
         save_exported(torch.nn.Linear(2, 2), tmp_path / "x.pt2")
 
 
+# ------------------------------------------------------------------ the backend registry
+def test_backend_registry_drives_compiler_and_cli(capsys) -> None:
+    from mlpgraph import cli_compile
+
+    assert list(BACKENDS) == ["eager", "inductor", "export", "torchscript"]
+    assert [name for name, b in BACKENDS.items() if b.compiled_forms] == ["inductor"]
+    calls = []
+
+    @backends.backend("traced", options={"check_trace"}, doc="TorchScript tracing (a test)")
+    def _traced(fx_module, example, options, warmup):
+        calls.append(len(example))
+        return torch.jit.trace(fx_module, example, check_trace=options.get("check_trace", False))
+
+    try:
+        m = check_against_evaluate(PAPER_EXPRESSIONS[4], "traced", borrowed=True,
+                                   check_trace=True)
+        assert m.backend == "traced" and calls == [5]  # x and four weights, built once
+        with pytest.raises(BackendError, match=r"unknown option.*\['check_trace'\]"):
+            compile_graph(STANDARD_FFN, D, K, "traced", strict=True)
+        with pytest.raises(BackendError, match="already declared"):
+            backends.backend("traced")(_traced)
+        parser = argparse.ArgumentParser()
+        cli_compile.register(parser.add_subparsers())
+        args = parser.parse_args(["compile", STANDARD_FFN, "--d-model", "8", "--backend",
+                                  "traced"])  # the CLI's choices come from the registry
+        assert args.func(args) == 0 and "backend=traced" in capsys.readouterr().out
+    finally:
+        BACKENDS.pop("traced")
+    with pytest.raises(BackendError, match="unknown backend 'traced'; choose one of eager"):
+        compile_graph(STANDARD_FFN, D, K, "traced")
+
+
 # ------------------------------------------------------------------ torchscript
 def test_torchscript_warns_once(monkeypatch) -> None:
-    monkeypatch.setitem(compiler._TS_STATE, "warned", False)
+    monkeypatch.setitem(backends._TS_STATE, "warned", False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         compile_graph(STANDARD_FFN, D, K, "torchscript", seed=0)
@@ -282,7 +350,7 @@ def test_torchscript_warns_once(monkeypatch) -> None:
 
 
 def test_torchscript_unsupported_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setitem(compiler._TS_STATE, "support", "RuntimeError: gone")
+    monkeypatch.setitem(backends._TS_STATE, "support", "RuntimeError: gone")
     clear_compile_cache()
     with pytest.raises(BackendError, match="no longer supports TorchScript.*'export'"):
         compile_graph(STANDARD_FFN, D, K, "torchscript")
@@ -300,7 +368,7 @@ def test_cache_hits_equivalent_graphs_and_stays_bounded() -> None:
         a = compile_graph("W2(relu(W1(x)))", D, K, "torchscript", seed=0)
         b = compile_graph("W2(relu(relu(W1(x))))", D, K, "torchscript", seed=1)
         assert not a.report.cache_hit and b.report.cache_hit
-        assert a._artifact is b._artifact and b.report.key == a.report.key
+        assert a.function is b.function and b.report.key == a.report.key
         x = torch.randn(2, D)
         assert not torch.allclose(a(x), b(x))  # shared code, own weights
         for expr in PAPER_EXPRESSIONS:
@@ -386,29 +454,23 @@ def test_deepcopy_keeps_module_working(backend: str) -> None:
     assert c.W1.weight.data_ptr() != m.W1.weight.data_ptr() and c.mlp_graph is m.mlp_graph
 
 
-def test_cli_compile(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("argv, printed, code", [
+    (["W2(relu(W1(x) * x))", "--d-model", "16", "--d-inner", "8", "--backend", "eager"],
+     ["compile:"], "linear(x, w1_weight, w1_bias)"),
+    pytest.param(["W2(gelu(W1(x)))", "--d-model", "64", "--d-inner", "32", "--tokens", "64"],
+                 ["1 fused kernel(s)", "2 matrix product(s)"], "w1_weight",
+                 marks=pytest.mark.slow),
+], ids=["eager", "inductor"])
+def test_cli_compile(argv: list[str], printed: list[str], code: str, tmp_path, capsys) -> None:
     from mlpgraph import cli_compile
 
     parser = argparse.ArgumentParser()
     cli_compile.register(parser.add_subparsers())
-    args = parser.parse_args(["compile", "W2(relu(W1(x) * x))", "--d-model", "16", "--d-inner",
-                              "8", "--backend", "eager", "--emit-code", str(tmp_path)])
+    args = parser.parse_args(["compile", *argv, "--emit-code", str(tmp_path)])
     assert args.func(args) == 0
-    assert "self.W1(x)" in (tmp_path / "fx_code.py").read_text()
-    assert "compile:" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_cli_compile_inductor(tmp_path, capsys) -> None:
-    from mlpgraph import cli_compile
-
-    parser = argparse.ArgumentParser()
-    cli_compile.register(parser.add_subparsers())
-    args = parser.parse_args(["compile", "W2(gelu(W1(x)))", "--d-model", "64", "--d-inner",
-                              "32", "--tokens", "64", "--emit-code", str(tmp_path)])
-    assert args.func(args) == 0
+    assert code in (tmp_path / "fx_code.py").read_text()
     out = capsys.readouterr().out
-    assert "1 fused kernel(s)" in out and "2 matrix product(s)" in out
+    assert all(text in out for text in printed), out
 
 
 @pytest.mark.slow

@@ -147,13 +147,12 @@ def test_compiled_form_is_checked_and_emitted():
             lambda a: 2 * a)
     prim = mg.get_primitive("tanh")
     assert prim.torch_fn() is prim.fn and prim.torch_fn(compiled=True) is prim.compiled
-    from mlpgraph.codegen import build_fx_graph
+    from mlpgraph.codegen import build_functional
 
     g = mg.parse("W2(tanh(W1(x)))")
-    targets = {n.target for n in build_fx_graph(g, 8, 4, functional=True).nodes}
+    targets = {n.target for n in build_functional(g, 8, 4).graph.nodes}
     assert prim.fn in targets and prim.compiled not in targets
-    targets = {n.target for n in build_fx_graph(g, 8, 4, functional=True,
-                                                compiled_forms=True).nodes}
+    targets = {n.target for n in build_functional(g, 8, 4, compiled_forms=True).graph.nodes}
     assert prim.compiled in targets and prim.fn not in targets
 
 

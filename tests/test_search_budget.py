@@ -56,7 +56,7 @@ def test_dedupe_hits_equal_keys_and_equal_fingerprints():
 def test_param_counter_matches_distill_and_window_filters():
     cfg = load_config("efficientbert_paper")
     counter = ParamCounter.from_student_config("efficientbert_paper")
-    layers = tuple(LayerGene(spec.graph(), spec.stacks, parse_ratio(f"{spec.d_inner}/540"))
+    layers = tuple(LayerGene(spec.graph, spec.stacks, parse_ratio(f"{spec.d_inner}/540"))
                    for spec in cfg.layers)
     paper = Candidate(layers)
     assert counter(paper) == count_parameters(cfg)["total"]

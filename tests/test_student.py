@@ -8,7 +8,13 @@ import pytest
 import torch
 
 import mlpgraph
-from distill.config import LayerSpec, StudentConfig, available_configs, load_config
+from distill.config import (
+    LayerSpec,
+    StudentConfig,
+    as_layer_spec,
+    available_configs,
+    load_config,
+)
 from distill.errors import CheckpointError, ConfigError
 from distill.student import GraphMLP, Student, count_parameters
 
@@ -52,7 +58,9 @@ def test_forward_shapes():
     assert all(h.shape == (3, 7, 24) for h in out.hidden_states)
     assert len(out.attention_scores) == cfg.num_layers
     assert all(s.shape == (3, 4, 7, 7) for s in out.attention_scores)
-    assert model.expressions() == [e for e, _, _ in MIXED]
+    graphs = [mlpgraph.parse(e) for e, _, _ in MIXED]
+    assert cfg.graphs() == graphs  # the config carries graphs; text is derived from them
+    assert model.expressions() == [mlpgraph.format(g) for g in graphs]
 
 
 def test_regression_head_and_errors():
@@ -63,15 +71,39 @@ def test_regression_head_and_errors():
         model(torch.ones(1, 17, dtype=torch.long))
 
 
+def linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out  # weight and bias
+
+
+def by_formula(cfg: StudentConfig) -> dict[str, int]:
+    """Parameters counted by hand from the shapes of every part."""
+    h, e, vocab = cfg.hidden, cfg.word_width, cfg.vocab_size
+    norm = 2 * h  # a LayerNorm's weight and bias
+    emb = vocab * e + cfg.max_position * h + cfg.type_vocab * h + norm
+    if cfg.trigram:
+        emb += linear(3 * e, h)  # [next, this, previous] word vectors -> hidden
+    elif e != h:
+        emb += linear(e, h)
+    attention = [4 * linear(h, h) + norm for _ in cfg.layers]  # q, k, v, output; its norm
+    mlp = [spec.stacks * (sum(linear(i, o) for o, i in mlpgraph.linear_shapes(
+        spec.graph, h, spec.d_inner).values()) + norm) for spec in cfg.layers]
+    head = linear(h, h) + linear(h, cfg.num_outputs)  # pooler, classifier
+    return {"embeddings": emb, "total": emb + sum(attention) + sum(mlp) + head}
+
+
 def test_paper_config_parameter_count():
     cfg = load_config("efficientbert_paper")
     counts = count_parameters(cfg)
+    want = by_formula(cfg)
+    assert counts["total"] == want["total"]
     # the paper reports ~15.7M and searches inside a 15M..16M window
-    assert counts["total"] == 15_615_458
     assert 15_000_000 <= counts["total"] <= 16_000_000
-    assert counts["embeddings"] == 4_393_356  # 3-gram embedding of width 128
-    full = count_parameters(cfg.replace(embedding_size=None, trigram=False))
-    assert full["total"] == 27_982_622  # the same model with a 540-wide word table
+    assert counts["embeddings"] == want["embeddings"]  # 3-gram embedding of width 128
+    full_cfg = cfg.replace(embedding_size=None, trigram=False)  # a 540-wide word table
+    full = count_parameters(full_cfg)
+    assert full["total"] == by_formula(full_cfg)["total"]
+    assert full["total"] - counts["total"] == (
+        30522 * (540 - 128) - (3 * 128 + 1) * 540)  # wider table, no projection
     assert count_parameters(load_config("efficientbert_paper_gelu"))["total"] == counts["total"]
     model = Student(cfg, seed=0)
     assert sum(p.numel() for p in model.parameters()) == counts["total"]
@@ -216,5 +248,55 @@ def test_config_json_errors(tmp_path):
         load_config(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="shipped"):
         load_config("no_such_config")
-    cfg = tiny(layers=[LayerSpec("W2(relu(W1(x) * x))", 2, 8)])
+    cfg = tiny(layers=[LayerSpec(mlpgraph.parse("W2(relu(W1(x) * x))"), 2, 8)])
     assert StudentConfig.load(cfg.save(tmp_path / "ok.json")) == cfg
+
+
+def test_layer_spec_carries_a_graph():
+    g = mlpgraph.parse("W3(silu(W1(x)) * W2(x))")
+    spec = LayerSpec(g, 2, 8)
+    assert spec.graph is g and spec.expr == mlpgraph.format(g) == "W3(swish(W1(x)) * W2(x))"
+    assert as_layer_spec(spec) is spec
+    for same in ((g, 2, 8), ("W3(silu(W1(x)) * W2(x))", 2, 8), [spec.expr, 2, 8],
+                 {"expr": "W3(silu(W1(x)) * W2(x))", "stacks": 2, "d_inner": 8}):
+        assert as_layer_spec(same) == spec
+    assert spec.to_dict() == {"expr": spec.expr, "stacks": 2, "d_inner": 8}
+    with pytest.raises(ConfigError, match="mlpgraph.parse") as info:
+        LayerSpec("W2(gelu(W1(x)))", 1, 8)  # text does not cross into the program
+    assert info.value.field == "graph"
+    with pytest.raises(ConfigError, match="layers\\[3\\]"):
+        as_layer_spec({"graph": g}, 3)
+    with pytest.raises(ConfigError, match="Graph, got int"):
+        as_layer_spec((5, 1, 8), 0)
+    text = tiny(layers=[spec]).to_json()  # JSON stays text: old files load unchanged
+    assert '"expr": "W3(swish(W1(x)) * W2(x))"' in text
+    assert StudentConfig.from_json(text).layers == [spec]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("backend", ["eager", "export", "torchscript"])
+def test_graph_mlp_owned_and_borrowed_run_the_same_code(backend):
+    g = mlpgraph.parse("W3(silu(W1(x)) * W2(x))")
+    owner = {"W1": torch.nn.Linear(24, 40), "W2": torch.nn.Linear(24, 40),
+             "W3": torch.nn.Linear(40, 30)}
+    view = GraphMLP(g, 24, 16, backend=backend, weights=owner, share_weights=True)
+    copy = GraphMLP(g, 24, 16, backend=backend, weights=owner)
+    assert view.borrowed and not copy.borrowed and not list(view.parameters())
+    assert view.fn.code == copy.fn.code and "w3_weight" in view.fn.code  # one functional form
+    assert set(view.state_dict()) == set(copy.state_dict()) == {
+        f"fn.{n}.{kind}" for n in ("W1", "W2", "W3") for kind in ("weight", "bias")}
+    x = torch.randn(2, 5, 24, requires_grad=True)
+    sliced = {n: (lin.weight[:o, :i], lin.bias[:o])
+              for n, lin, (o, i) in zip(owner, owner.values(),
+                                        mlpgraph.linear_shapes(g, 24, 16).values(), strict=True)}
+    want = mlpgraph.evaluate(g, x, sliced, d_inner=16)
+    torch.testing.assert_close(view(x), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(copy(x), want, rtol=1e-5, atol=1e-6)
+    view(x).pow(2).sum().backward()
+    grad = owner["W3"].weight.grad
+    assert grad[:24, :16].abs().sum() > 0 and bool((grad[24:] == 0).all())
+    assert bool((grad[:, 16:] == 0).all())
+    assert all(p.grad is None for p in copy.parameters())  # the copy is independent
+    with torch.no_grad():
+        owner["W1"].weight.mul_(2.0)  # the view reads the owner's live values
+    assert not torch.allclose(view(x), copy(x))

@@ -112,8 +112,10 @@ def test_glu_pools_follow_roles():
     torch.testing.assert_close(w["W3"][0], big.W2.weight[:, :6])  # output projection
     torch.testing.assert_close(w["W2"][0], big.W1.weight[:6])  # gate pool starts as W1
     assert w["W2"][0].data_ptr() == net.extra["l0_s0_W2"].weight.data_ptr()
-    created = net.add_pools([glu])
+    created = net.add_pools([mlpgraph.parse(glu)])
     assert len(created) == 2 * 4 - 2  # every (layer, stack) now has a W2 gate pool
+    with pytest.raises(TypeError, match="mlpgraph.parse"):
+        net.add_pools([glu])  # graphs, not text, cross into the supernet
     ids, mask = batch()
     copy = net.extract([(glu, 2, 6), ("W2(gelu(W1(x)) * W3(x))", 1, 12)], mode="copy")
     assert torch.equal(student(ids, mask).logits, copy(ids, mask).logits)
@@ -146,3 +148,22 @@ def test_extraction_errors(supernet, specs, field):
     assert info.value.field == field
     with pytest.raises(ValueError, match="mode"):
         extract(supernet, SPECS, mode="borrow")  # type: ignore[arg-type]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("backend", ["export", "torchscript"])
+def test_view_mode_on_compiled_backends(backend):
+    """A view runs the compiled artifact on borrowed blocks: as eager, gradients included."""
+    net = Supernet(BASE, seed=4).eval()
+    specs = [("W2(gelu(W1(x)) * W3(x))", 2, 8), ("elu(W2(gelu(W1(x))))", 1, 12)]
+    ids, mask = batch()
+    eager = net.extract(specs, mode="view")(ids, mask).logits
+    view = net.extract(specs, mode="view", backend=backend)
+    unit = view.layers[0].mlp.units[1]
+    assert unit.fn.backend == backend and unit.borrowed and not list(unit.parameters())
+    torch.testing.assert_close(view(ids, mask).logits, eager, rtol=1e-5, atol=1e-6)
+    view(ids, mask).logits.sum().backward()
+    gate = net.extra["l0_s1_W3"].weight.grad
+    assert gate is not None and gate[:8].abs().sum() > 0 and bool((gate[8:] == 0).all())
+    w2 = net.model.layers[1].mlp.units[0].fn.W2.weight.grad
+    assert w2[:, :12].abs().sum() > 0 and bool((w2[:, 12:] == 0).all())
