@@ -21,6 +21,7 @@ import torch
 import mlpgraph
 from mlpgraph import backends, compiler, ir
 from mlpgraph.backends import BACKENDS
+from mlpgraph.cli_common import make_parents
 from mlpgraph.codegen import build_functional
 from mlpgraph.compiler import (
     TorchScriptDeprecationWarning,
@@ -327,7 +328,7 @@ def test_backend_registry_drives_compiler_and_cli(capsys) -> None:
         with pytest.raises(BackendError, match="already declared"):
             backends.backend("traced")(_traced)
         parser = argparse.ArgumentParser()
-        cli_compile.register(parser.add_subparsers())
+        cli_compile.register(parser.add_subparsers(), make_parents())
         args = parser.parse_args(["compile", STANDARD_FFN, "--d-model", "8", "--backend",
                                   "traced"])  # the CLI's choices come from the registry
         assert args.func(args) == 0 and "backend=traced" in capsys.readouterr().out
@@ -465,8 +466,8 @@ def test_cli_compile(argv: list[str], printed: list[str], code: str, tmp_path, c
     from mlpgraph import cli_compile
 
     parser = argparse.ArgumentParser()
-    cli_compile.register(parser.add_subparsers())
-    args = parser.parse_args(["compile", *argv, "--emit-code", str(tmp_path)])
+    cli_compile.register(parser.add_subparsers(), make_parents())
+    args = parser.parse_args(["compile", *argv, "--out", str(tmp_path)])
     assert args.func(args) == 0
     assert code in (tmp_path / "fx_code.py").read_text()
     out = capsys.readouterr().out

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_search_support import FaultyScorer, history_key, small_config, toy_score
+from test_search_support import RUNGS, FaultyScorer, history_key, small_config, toy_score
 
 import mlpgraph
 from searcher.budget import Constraints
@@ -90,10 +90,10 @@ def test_ray_executor_matches_the_local_pool(tmp_path):
     _need_ray()
     raising = _feasible_seed_ids()[1]
     scorer = FaultyScorer(raise_ids=(raising,))
-    local = run_search(small_config(executor="local", workers=2, evaluations=12, rungs=(5, 20)),
+    local = run_search(small_config(executor="local", workers=2, evaluations=12, rungs=RUNGS),
                        scorer, tmp_path / "local")
     ray_run = run_search(small_config(executor="ray", workers=2, evaluations=12,
-                                      rungs=(5, 20)), scorer, tmp_path / "ray")
+                                      rungs=RUNGS), scorer, tmp_path / "ray")
     assert history_key(ray_run) == history_key(local)
     assert next(e for e in ray_run.history if e.candidate.id == raising).status == "failed"
 
