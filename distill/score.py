@@ -44,7 +44,7 @@ from .data import get_task_spec
 from .encode import EncodedTexts, encode_split
 from .errors import ConfigError, TeacherError
 from .losses import KDLoss, KDWeights
-from .pipeline import Phase, kd_layers, kd_phase, teacher_dims, teacher_outputs
+from .pipeline import Phase, kd_layers, kd_phase, save_student, teacher_dims, teacher_outputs
 from .result import ScoreResult
 from .student import count_parameters
 from .supernet import Supernet
@@ -81,7 +81,7 @@ class ScoreBudget:
     max_length: int | None = None  # None: 64 for the embedded tasks, 128 for GLUE
     warmup_ratio: float = 0.1
     latency_batch: tuple[int, int] = (8, 64)  # (batch, sequence length) of the timed input
-    latency_repeats: int = 10
+    latency_repeats: int = 10  # timed forward runs (0: not measured)
     cache_dir: str | Path | None = None
     eval_batch_size: int = 128
     progress: bool = False
@@ -89,6 +89,10 @@ class ScoreBudget:
     #       heldout split, unlabeled sentences no warm-up saw): kd_loss and teacher_kl there
     common_noise: bool = False  # every candidate sees the same batches and, per step, the
     #                            same dropout stream (common random numbers)
+    label_weight: float = 0.0  # hard-label loss added to the task KD (0: pure KD)
+    report_splits: tuple[str, ...] = ()  # task splits whose metrics are also reported, as
+    #       "<split>/<metric>": only the final comparison names the test split here
+    save_to: str | None = None  # save the trained student as a model folder there
 
 
 def candidate_specs(candidate: Any) -> list[LayerSpec]:
@@ -161,18 +165,24 @@ def _splits(budget: ScoreBudget, teacher: Path, data: Any) -> tuple[EncodedTexts
            str(budget.cache_dir), budget.heldout_size)
     if key not in _SPLITS:
         ds = data if data is not None else load_task(budget.task, budget.cache_dir)
-        tok = load_tokenizer(teacher)
-        train = encode_split(ds[spec.train_split], tok, spec, max_length)
-        if "heldout" in ds:
-            held = encode_split(ds["heldout"], tok, spec, max_length)
-        else:
-            cut = len(train) - budget.heldout_size
-            if cut < 1:
-                raise ConfigError("budget.heldout_size", f"{budget.heldout_size} held-out rows "
-                                  f"leave no training rows of {len(train)}")
-            train, held = train.subset(np.arange(cut)), train.subset(np.arange(cut, len(train)))
-        _SPLITS[key] = (train, held)
+        _SPLITS[key] = search_splits(ds, spec, load_tokenizer(teacher), max_length,
+                                     budget.heldout_size)
     return _SPLITS[key]
+
+
+def search_splits(ds: Any, spec: Any, tokenizer: Any, max_length: int,
+                  heldout_size: int) -> tuple[EncodedTexts, EncodedTexts]:
+    """(training rows, held-out rows) a search may use: the task's ``heldout`` split, or for
+    tasks without one (GLUE) the last ``heldout_size`` rows of ``train``, as the paper holds
+    out the end of MNLI train. Neither is ever an evaluation or test split."""
+    train = encode_split(ds[spec.train_split], tokenizer, spec, max_length)
+    if "heldout" in ds:
+        return train, encode_split(ds["heldout"], tokenizer, spec, max_length)
+    cut = len(train) - heldout_size
+    if cut < 1:
+        raise ConfigError("heldout_size", f"{heldout_size} held-out rows leave no training "
+                          f"rows of {len(train)}")
+    return train.subset(np.arange(cut)), train.subset(np.arange(cut, len(train)))
 
 
 def _data_key(data: Any, names: tuple[str, ...]) -> str | None:
@@ -224,19 +234,40 @@ def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResu
         result, kd = kd_phase(student, outputs, Phase("score", KDWeights.task(), TrainConfig(
             max_steps=budget.kd_steps, batch_size=budget.batch_size, lr=budget.lr,
             seed=budget.seed, device=budget.device, warmup_ratio=budget.warmup_ratio,
-            progress=budget.progress, desc="score", reseed_every_step=budget.common_noise)),
-            fit_dense=budget.supernet)
+            progress=budget.progress, desc="score", reseed_every_step=budget.common_noise),
+            budget.label_weight), fit_dense=budget.supernet)
         steps, diverged, train_loss = result.steps, result.diverged, result.final_loss
     metrics: dict[str, float] = {}
     if not diverged:
         metrics = evaluate(student, held, spec.metric_names, is_regression=spec.is_regression,
                            batch_size=budget.eval_batch_size, device=budget.device)
         metrics.update(_kd_fitness(student, kd, budget))
+        metrics.update(_reported(student, budget, teacher, data))
         diverged = not all(map(math.isfinite, metrics.values()))
-    latency = measure_latency(student, budget.latency_batch, budget.latency_repeats,
-                              budget.device)
+    if budget.save_to is not None and not diverged:
+        save_student(budget.save_to, student, kd, load_tokenizer(teacher))
+    latency = None if not budget.latency_repeats else measure_latency(
+        student, budget.latency_batch, budget.latency_repeats, budget.device)
     return ScoreResult(metrics, params, latency, steps, time.perf_counter() - start, diverged,
                        train_loss)
+
+
+def _reported(student: nn.Module, budget: ScoreBudget, teacher: Path,
+              data: Any) -> dict[str, float]:
+    """Metrics on ``budget.report_splits`` as ``"<split>/<metric>"``."""
+    if not budget.report_splits:
+        return {}
+    spec = get_task_spec(budget.task)
+    ds = data if data is not None else load_task(budget.task, budget.cache_dir)
+    tok = load_tokenizer(teacher)
+    max_length = budget.max_length or default_max_length(budget.task)
+    out = {}
+    for split in budget.report_splits:
+        m = evaluate(student, encode_split(ds[split], tok, spec, max_length), spec.metric_names,
+                     is_regression=spec.is_regression, batch_size=budget.eval_batch_size,
+                     device=budget.device)
+        out.update({f"{split}/{k}": v for k, v in m.items()})
+    return out
 
 
 def _kd_fitness(student: nn.Module, kd: KDLoss | None, budget: ScoreBudget) -> dict[str, float]:
@@ -263,4 +294,4 @@ def clear_caches() -> None:
 
 
 __all__ = ["ScoreBudget", "ScoreResult", "candidate_specs", "clear_caches", "measure_latency",
-           "score"]
+           "score", "search_splits"]

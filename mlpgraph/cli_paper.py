@@ -10,20 +10,8 @@ import torch
 from . import cost, keys, parser, space
 from .cli_common import EXIT_CODES_HELP, Parents, positive_int, print_table
 from .interp import evaluate, random_weights
+from .paper import PAPER_D_MODEL, PAPER_LAYERS, STANDARD_FFN
 from .simplify import simplify as simplify_graph
-
-#: The paper's final EfficientBERT MLPs (stage 2 expressions, stage 3 stacks x widths),
-#: and the standard BERT FFN, at hidden width 540.
-PAPER_LAYERS: tuple[tuple[str, str, int, int], ...] = (
-    ("L1", "tanh(W2(gelu(W1(x))))", 4, 270),
-    ("L2", "elu(W2(gelu(W1(x))))", 2, 540),
-    ("L3", "sigmoid(W2(relu(W1(x))))", 1, 270),
-    ("L4", "W2(gelu(W1(max(x, tanh(x)))))", 2, 270),
-    ("L5", "W2(relu(W1(x) * x))", 1, 270),
-    ("L6", "leaky_relu(W2(gelu(W1(x))))", 2, 180),
-)
-STANDARD_FFN = "W2(gelu(W1(x)))"
-PAPER_D_MODEL = 540
 
 
 def paper_report(d_model: int = PAPER_D_MODEL, check_backend: str | None = "eager") -> list[dict]:

@@ -35,6 +35,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveInt,
     ValidationError,
@@ -344,13 +345,22 @@ class BudgetSpec(Model):
 
 class ScoreSpec(Model):
     """How stages score a candidate (``distill.score.ScoreBudget``): task KD on rows
-    ``train_slice`` of the TRAINING split, metrics on the first ``heldout_size`` held-out
-    rows. The test split is never read during the search."""
+    ``train_slice`` of the TRAINING split, then metrics on held-out rows: the task's metrics
+    on the first ``heldout_size`` rows of its evaluation split, and the KD objective
+    (``kd_loss``) and the KL from the teacher's outputs (``teacher_kl``) on those rows plus
+    ``fitness_rows`` unlabeled sentences no warm-up saw. The test split is never read during
+    the search."""
 
     train_slice: tuple[NonNegativeInt, PositiveInt] = (0, 3200)
     heldout_size: PositiveInt = 1000
+    fitness_rows: NonNegativeInt = 0  # held-out unlabeled sentences for kd_loss/teacher_kl
     batch_size: PositiveInt = 32  # KD minibatch
     lr: Annotated[float, Field(gt=0)] = 4e-4
+    rank_by: str | None = None  # the metric the search ranks by (None: the task's first)
+    tie_break: str | None = None  # orders equal scores (then the candidate id)
+    common_noise: bool = False  # every candidate of a stage sees the same batches and the
+    #                             same dropout stream per step (common random numbers)
+    latency_repeats: NonNegativeInt = 5  # timed forward runs of each candidate (0: none)
 
 
 class WarmupSpec(Model):
@@ -363,6 +373,12 @@ class WarmupSpec(Model):
     general_lr: Annotated[float, Field(gt=0)] = 5e-4
     task_lr: Annotated[float, Field(gt=0)] = 4e-4
     batch_size: PositiveInt = 32  # KD minibatch
+    pool: Literal["base", "mixed"] = "base"  # the expression of each layer at each step:
+    #     "base": the stage's own (the standard FFN before stage 1, stage 2's winner before
+    #     stage 3); "mixed": the stage's own with probability own_share, else one drawn from
+    #     the standard FFN, the paper's six and random_members random members of the space
+    own_share: Probability = 0.0
+    random_members: NonNegativeInt = 8
 
 
 class StageBase(Model):
@@ -417,6 +433,10 @@ class FinalSpec(Model):
     task_steps: PositiveInt = 600
     lr: Annotated[float, Field(gt=0)] = 3e-4
     batch_size: PositiveInt = 32
+    label_weight: NonNegativeFloat = 0.0  # hard-label loss added to task KD (0: pure KD)
+    seeds: PositiveInt = 1  # paired seeds per student (same batches; same initial weights
+    #                         where shapes match); 3 or more give a confidence interval
+    equal_params: bool = False  # also train a uniform standard FFN of the winner's size
     init: Literal["warmup", "last"] = "warmup"
     teacher_test: bool = True  # also report the teacher's test metrics
 

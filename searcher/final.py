@@ -1,87 +1,185 @@
-"""The main job's last step: the winner against the standard FFN of the same shape.
+"""The main job's last step: the winner against the standard FFN, over paired seeds.
 
-Both students inherit the same warmed-up supernet and get the same task KD
-(:func:`distill.pipeline.kd_phase`); the task's evaluation split and its test split are
-scored here, the test split for the first time in the run. Each student is saved as a model
-folder (``RUN_DIR/winner``, ``RUN_DIR/baseline``) that ``Student.from_pretrained`` loads.
+Students, each trained with one recipe (``FinalSpec``: task KD over the whole training split
+from the warmed-up supernet, the same learning rate, steps, label weight) for every seed:
+
+- ``winner``: the searched candidate;
+- ``baseline``: the standard FFN with the winner's per-layer ``s`` and ratio (the same
+  parameter count; the same inherited initial weights for W1 and W2);
+- ``equal_params`` (optional): a uniform standard FFN (every layer alike, as BERT) of about
+  the winner's parameter count.
+
+Seed ``k`` fixes the batch order and the dropout stream of every student alike (paired
+seeds). Each run is a scorer call (:func:`distill.score.score`) in the run's executor, so the
+students train in parallel; it reports the task metrics on the evaluation split and on the
+test split (read here only), and the KD objective on the held-out fitness rows. Seed 0's
+students are saved as model folders (``RUN_DIR/winner``, ``RUN_DIR/baseline``, ...).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import statistics
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from distill.encode import encode_split
-from distill.losses import KDWeights
-from distill.pipeline import Phase, evaluate_splits, kd_phase, save_student
-from distill.score import measure_latency
-from distill.student import count_parameters
-from distill.supernet import Supernet
+from distill.pipeline import evaluate_splits
+from distill.result import ScoreResult, higher_is_better
+from distill.score import ScoreBudget, measure_latency
+from distill.stats import paired, verdict
+from distill.student import Student
 from distill.teacher import load_task, load_teacher, load_tokenizer
-from distill.train import TrainConfig
 from mlpgraph import parse
 
 from .budget import LatencyMeter
 from .candidate import Candidate, LayerGene
 from .config import STANDARD_FFN
+from .workers import Task, make_executor
 
 if TYPE_CHECKING:
     from .run import Context
 
+SEED_STRIDE = 1009  # seed of run k: the pipeline's seed + k * SEED_STRIDE
 
-def final_splits(ctx: Context) -> dict[str, Any]:
-    """The encoded evaluation and test splits (the only place the test split is read)."""
-    spec = ctx.task
-    ds = load_task(spec.name, ctx.cache_dir)
-    tok = load_tokenizer(ctx.tuned)
-    names = {"eval": spec.eval_splits[0], "test": spec.test_splits[0]}
-    return {role: encode_split(ds[name], tok, spec, spec.max_length)
-            for role, name in names.items()}
+
+def equal_params_ffn(winner: Candidate, hidden: int, max_stacks: int = 4) -> Candidate:
+    """A uniform standard FFN (the same ``s`` and width in every layer) of about the
+    winner's MLP parameter count, with the fewest stacks whose width fits the supernet."""
+    ffn = parse(STANDARD_FFN)
+    per_layer = sum(g.stacks * (2 * hidden * g.d_inner(hidden) + g.d_inner(hidden) + hidden)
+                    for g in winner.layers) / len(winner.layers)
+    for s in range(1, max_stacks + 1):
+        k = round((per_layer / s - hidden) / (2 * hidden + 1))
+        if 1 <= k <= hidden:
+            break
+    gene = LayerGene(ffn, s, Fraction(max(1, k), hidden))
+    return Candidate((gene,) * len(winner.layers))
+
+
+def _budget(ctx: Context, supernet: Path, seed: int, folder: Path | None) -> ScoreBudget:
+    p, fin, spec = ctx.pipeline, ctx.pipeline.final, ctx.task
+    return ScoreBudget(
+        supernet=str(supernet), kd_steps=fin.task_steps, batch_size=fin.batch_size, lr=fin.lr,
+        label_weight=fin.label_weight, train_slice=(0, 10**9),
+        heldout_size=p.score.heldout_size, seed=seed, task=p.task, teacher=str(ctx.tuned),
+        cache_dir=ctx.cache_dir, latency_repeats=0, device=p.device or "cpu",
+        common_noise=True, report_splits=(spec.test_splits[0],),
+        fitness=tuple(str(ctx.outputs[k].folder) for k in ("heldout", "fitness")
+                      if k in ctx.outputs),
+        save_to=None if folder is None else str(folder))
+
+
+def _train_all(ctx: Context, models: dict[str, Candidate], supernet: Path
+               ) -> dict[str, list[ScoreResult]]:
+    from .run import KDScorer
+
+    p, hidden = ctx.pipeline, ctx.student_config.hidden
+    seeds = [p.seed + k * SEED_STRIDE for k in range(p.final.seeds)]
+    tasks = [Task((name, k), cand.spec(hidden),
+                  _budget(ctx, supernet, seed, ctx.run_dir / name if k == 0 else None))
+             for k, seed in enumerate(seeds) for name, cand in models.items()]
+    out: dict[str, list[ScoreResult]] = {name: [None] * len(seeds) for name in models}
+    ex = p.executor
+    with make_executor(ex.kind, KDScorer(1), workers=ex.workers, timeout=None,
+                       address=ex.address) as executor:
+        for o in executor.run(tasks):
+            if o.status != "ok":
+                raise RuntimeError(f"final KD of {o.key[0]} (seed {o.key[1]}) failed: {o.error}")
+            out[o.key[0]][o.key[1]] = ScoreResult.coerce(o.result)
+    return out
+
+
+def _row(results: list[ScoreResult], spec: Any, test: str) -> dict[str, Any]:
+    """Means over seeds, per role: ``eval`` (held-out split), ``test``, ``kd`` (fitness)."""
+    def mean(key: str) -> float | None:
+        vals = [r.metrics.get(key) for r in results]
+        return None if any(v is None for v in vals) else statistics.fmean(vals)
+
+    kd_keys = sorted({k for r in results for k in r.metrics
+                      if k.startswith("kd_") or k == "teacher_kl"})
+    return {"params": results[0].params, "diverged": any(r.diverged for r in results),
+            "kd_steps": results[0].steps,
+            "eval": {m: mean(m) for m in spec.metric_names},
+            "test": {m: mean(f"{test}/{m}") for m in spec.metric_names},
+            "kd": {k: mean(k) for k in kd_keys},
+            "per_seed": [r.to_dict() for r in results]}
+
+
+def comparison(a: list[ScoreResult], b: list[ScoreResult], metrics: list[str],
+               names: tuple[str, str]) -> dict[str, Any]:
+    """``final.comparison.<metric>``: per-seed lists, mean difference, 95% CI, verdict."""
+    out = {}
+    for m in metrics:
+        x, y = [r.metrics.get(m) for r in a], [r.metrics.get(m) for r in b]
+        if any(v is None for v in (*x, *y)):
+            continue
+        pr = paired(x, y)
+        metric = m.split("/")[-1]
+        out[m] = {names[0]: x, names[1]: y, "delta_mean": pr.delta_mean, "ci95": list(pr.ci95),
+                  "seeds": pr.n, "verdict": verdict(pr, m, *names,
+                                                    higher_is_better=higher_is_better(metric))}
+    return out
 
 
 def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, Any]:
-    """Task KD of the winner and of the standard FFN with the same per-layer ``s`` and ratio
-    (same parameter count), both inheriting ``supernet``; metrics on the task's evaluation
-    and test splits; latency measured interleaved."""
-    p, fin, spec = ctx.pipeline, ctx.pipeline.final, ctx.task
-    splits = final_splits(ctx)
-    net = Supernet.from_pretrained(supernet)
+    """Train the winner, the same-shape FFN (and the equal-parameter FFN) over the final seeds
+    and compare them (module doc)."""
+    fin, spec, hidden = ctx.pipeline.final, ctx.task, ctx.student_config.hidden
     ffn = parse(STANDARD_FFN)
     models = {"winner": winner,
               "baseline": Candidate(tuple(LayerGene(ffn, g.stacks, g.ratio)
                                           for g in winner.layers))}
-    flops = LatencyMeter(net.hidden, proxy="flops")
-    tok = load_tokenizer(ctx.tuned)
-    rows: dict[str, Any] = {}
-    students = {}
+    if fin.equal_params:
+        models["equal_params"] = equal_params_ffn(winner, hidden)
+    runs = _train_all(ctx, models, supernet)
+    test = spec.test_splits[0]
+    metrics = ["kd_loss", "teacher_kl", *(f"{test}/{m}" for m in spec.metric_names),
+               *spec.metric_names]
+    flops = LatencyMeter(hidden, proxy="flops")
+    out: dict[str, Any] = {"splits": {"eval": spec.eval_splits[0], "test": test},
+                           "metrics": list(spec.metric_names), "seeds": fin.seeds,
+                           "recipe": json.loads(json.dumps(dataclasses.asdict(
+                               _budget(ctx, supernet, 0, None)), default=str))}
     for name, cand in models.items():
-        torch.manual_seed(p.seed)
-        student = students[name] = net.extract(cand.spec(net.hidden).layers, mode="copy")
-        res, kd = kd_phase(student, ctx.outputs["train"], Phase("final", KDWeights.task(),
-                           TrainConfig(max_steps=fin.task_steps, batch_size=fin.batch_size,
-                                       lr=fin.lr, seed=p.seed, device=p.device,
-                                       progress=ctx.progress,
-                                       desc=f"final KD {name}")), fit_dense=supernet)
-        folder = save_student(ctx.run_dir / name, student, kd, tok)
-        rows[name] = {"params": count_parameters(student.config)["total"],
-                      "mlp_mflops": flops(cand), "diverged": res.diverged,
-                      "kd_steps": res.steps, "final_loss": res.final_loss,
-                      "expressions": [g.expr for g in cand.layers], "folder": str(folder),
-                      **evaluate_splits(student, splits, spec)}
-    times: dict[str, list[float]] = {n: [] for n in students}
-    for _ in range(5):  # interleaved rounds: machine load hits both models alike
-        for name, student in students.items():
-            times[name].append(measure_latency(student, repeats=5))
-    for name in students:
-        rows[name]["latency_ms"] = statistics.median(times[name])
+        out[name] = {**_row(runs[name], spec, test), "mlp_mflops": flops(cand),
+                     "expressions": [g.expr for g in cand.layers],
+                     "describe": cand.describe(), "folder": str(ctx.run_dir / name)}
+    out["comparison"] = comparison(runs["winner"], runs["baseline"], metrics,
+                                   ("winner", "baseline"))
+    if "equal_params" in runs:
+        out["comparison_equal_params"] = comparison(runs["winner"], runs["equal_params"],
+                                                    metrics, ("winner", "equal_params"))
+    _latencies(ctx, out, list(models))
     (ctx.run_dir / "winner" / "candidate.json").write_text(winner.to_json() + "\n")
     if fin.teacher_test:
-        teacher = load_teacher(ctx.tuned)
-        rows["teacher"] = {"params": sum(t.numel() for t in teacher.parameters()),
-                           "latency_ms": measure_latency(teacher), "folder": str(ctx.tuned),
-                           **evaluate_splits(teacher, splits, spec)}
-    return {"splits": {"eval": spec.eval_splits[0], "test": spec.test_splits[0]},
-            "metrics": list(spec.metric_names), **rows}
+        out["teacher"] = _teacher_row(ctx)
+    return out
+
+
+def _latencies(ctx: Context, out: dict[str, Any], names: list[str]) -> None:
+    students = {n: Student.from_pretrained(ctx.run_dir / n) for n in names}
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for _ in range(5):  # interleaved rounds: machine load hits every model alike
+        for name, student in students.items():
+            times[name].append(measure_latency(student, repeats=5))
+    for name in names:
+        out[name]["latency_ms"] = statistics.median(times[name])
+
+
+def _teacher_row(ctx: Context) -> dict[str, Any]:
+    """The fine-tuned teacher on the evaluation and test splits."""
+    spec = ctx.task
+    ds = load_task(spec.name, ctx.cache_dir)
+    tok = load_tokenizer(ctx.tuned)
+    splits = {role: encode_split(ds[name], tok, spec, spec.max_length)
+              for role, name in (("eval", spec.eval_splits[0]), ("test", spec.test_splits[0]))}
+    teacher = load_teacher(ctx.tuned)
+    return {"params": sum(t.numel() for t in teacher.parameters()),
+            "latency_ms": measure_latency(teacher), "folder": str(ctx.tuned),
+            **evaluate_splits(teacher, splits, spec)}
+
+
+__all__ = ["comparison", "equal_params_ffn", "final_compare"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 try:
@@ -33,9 +34,9 @@ except ImportError:  # not POSIX: no cross-process lock
 from distill import assets as da
 from distill import teacher as dt
 from distill.data import TaskSpec, get_task_spec
-from distill.encode import encode_split, encode_texts
+from distill.encode import encode_texts
 from distill.pipeline import teacher_dims, teacher_outputs
-from distill.score import ScoreBudget, score
+from distill.score import ScoreBudget, score, search_splits
 from distill.train import resolve_device as default_device
 
 from .budget import derive_constraints
@@ -155,8 +156,9 @@ def search_config(pipeline: Pipeline, spec: StageBase, base: Candidate | None,
         space=pipeline.space, num_layers=pipeline.student.num_layers, stage=spec.stage,
         base=None if spec.stage == 1 or base is None else base.to_dict(),
         constraints=constraints, controller=spec.controller, fidelity=spec.fidelity,
-        executor=pipeline.executor, rank_by=task.metric_names[0],
-        seed=pipeline.seed * 100 + spec.stage, score_budget=budget)
+        executor=pipeline.executor, rank_by=pipeline.score.rank_by or task.metric_names[0],
+        tie_break=pipeline.score.tie_break, seed=pipeline.seed * 100 + spec.stage,
+        score_budget=budget)
 
 
 # ------------------------------------------------------------------- preparation
@@ -181,29 +183,53 @@ def prepare(ctx: Context) -> None:
     ctx.info["teacher"] = {"folder": str(ctx.tuned), "reused": reused,
                            "eval": dt.teacher_info(ctx.tuned).get("metrics", {})}
     t0, since = time.perf_counter(), time.time()
-    spec = ctx.task
+    spec, tok = ctx.task, dt.load_tokenizer(ctx.tuned)
     ds = dt.load_task(p.task, cache)
-    train = encode_split(ds[spec.train_split], dt.load_tokenizer(ctx.tuned), spec,
-                         spec.max_length)
-    held_out = {t for split in (*spec.eval_splits, *spec.test_splits)
-                if split in ds for col in spec.text_columns for t in ds[split][col]}
-    texts = [t for t in spec.unlabeled(cache) if t not in held_out]
-    limit = p.unlabeled_limit
-    if limit and limit < len(texts):  # evenly spaced, so every source is represented
-        texts = [texts[i * len(texts) // limit] for i in range(limit)]
-    unlabeled = encode_texts(dt.load_tokenizer(ctx.base_teacher), texts,
-                             max_length=spec.max_length)
+    train, held = search_splits(ds, spec, tok, spec.max_length, p.score.heldout_size)
+    held = held.subset(np.arange(min(p.score.heldout_size, len(held))))
+    warm, fit = split_unlabeled(ds, spec, cache, p.unlabeled_limit, p.score.fitness_rows)
     kw = {"cache_dir": cache, "progress": ctx.progress, "device": p.device}
+    base_tok = dt.load_tokenizer(ctx.base_teacher)
     with cache_lock(root):  # never two processes writing one cache folder
         ctx.outputs["train"] = teacher_outputs(ctx.tuned, train, ctx.student_config,
                                                name=f"{spec.name}-train", **kw)
-        ctx.outputs["unlabeled"] = teacher_outputs(ctx.base_teacher, unlabeled,
-                                                   ctx.student_config, name="unlabeled", **kw)
+        ctx.outputs["unlabeled"] = teacher_outputs(
+            ctx.base_teacher, encode_texts(base_tok, warm, max_length=spec.max_length),
+            ctx.student_config, name="unlabeled", **kw)
+        # the KD fitness: held-out rows, the fine-tuned teacher
+        ctx.outputs["heldout"] = teacher_outputs(ctx.tuned, held, ctx.student_config,
+                                                 name=f"{spec.name}-heldout", **kw)
+        if fit:
+            ctx.outputs["fitness"] = teacher_outputs(
+                ctx.tuned, encode_texts(tok, fit, max_length=spec.max_length),
+                ctx.student_config, name=f"{spec.name}-fitness", **kw)
     new = [o.folder.name for o in ctx.outputs.values()
            if (o.folder / "meta.json").stat().st_mtime >= since]
     ctx.timed("teacher_output_caches", t0)
-    ctx.info["caches"] = {"reused": not new, "created": new,
-                          "unlabeled_sentences": len(texts), "train_examples": len(train)}
+    ctx.info["caches"] = {"reused": not new, "created": new, "unlabeled_sentences": len(warm),
+                          "fitness_sentences": len(fit), "train_examples": len(train)}
+
+
+def split_unlabeled(ds: Any, spec: TaskSpec, cache: str | None, warmup: int | None,
+                    fitness: int) -> tuple[list[str], list[str]]:
+    """Unlabeled sentences without any evaluation or test text, cut in two disjoint sets:
+    ``warmup`` for general KD and ``fitness`` that no warm-up sees (neither general KD nor
+    task KD on the training split: the KD fitness rows), each evenly spaced over the source
+    so every part of it is represented."""
+    def texts_of(*splits: str) -> set[str]:
+        return {t for split in splits if split in ds for col in spec.text_columns
+                for t in ds[split][col]}
+
+    held_out = texts_of(*spec.eval_splits, *spec.test_splits)
+    texts = [t for t in spec.unlabeled(cache) if t not in held_out]
+    n = len(texts)
+    chosen = (set(range(n)) if not warmup or warmup >= n
+              else {i * n // warmup for i in range(warmup)})
+    warm = [texts[i] for i in sorted(chosen)]
+    train = texts_of(spec.train_split) if fitness else set()
+    rest = [texts[i] for i in range(n) if i not in chosen and texts[i] not in train]
+    fit = [rest[i * len(rest) // fitness] for i in range(min(fitness, len(rest)))]
+    return warm, fit
 
 
 @contextmanager
@@ -229,7 +255,10 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
         supernet=str(supernet), kd_steps=spec.kd_steps, batch_size=sc.batch_size, lr=sc.lr,
         train_slice=sc.train_slice, heldout_size=sc.heldout_size, seed=p.seed,
         no_training=spec.no_training, task=p.task, teacher=str(ctx.tuned),
-        cache_dir=ctx.cache_dir, latency_repeats=5, device=str(default_device(p.device)))
+        cache_dir=ctx.cache_dir, latency_repeats=sc.latency_repeats,
+        device=str(default_device(p.device)), common_noise=sc.common_noise,
+        fitness=tuple(str(ctx.outputs[k].folder) for k in ("heldout", "fitness")
+                      if k in ctx.outputs))
     cfg = search_config(p, spec, base, ctx.constraints, budget)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "search_config.json").write_text(json.dumps(cfg.dump(), indent=2) + "\n")
@@ -242,7 +271,8 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
     top = result.best[0]
     out = {"stage": spec.stage, "seconds": time.perf_counter() - t0, "rank_by": cfg.rank_by,
            "evaluations": result.evaluations, "proposals": result.proposals,
-           "best_score": top.score, "winner": top.candidate.to_dict(),
+           "best_score": top.score, "best_rung": top.fitness[0], "confirmed": top.confirmed,
+           "control": top.control, "delta": top.delta, "winner": top.candidate.to_dict(),
            "describe": top.candidate.describe(), "params": top.params,
            "latency_ms": top.result.latency_ms if top.result else None,
            "base": None if spec.stage == 1 else base.to_dict(),

@@ -38,27 +38,43 @@ def _stage_table(results: dict[str, Any]) -> Table:
 
 
 _NAMES = {"teacher": "teacher (fine-tuned)", "winner": "searched winner",
-          "baseline": "standard FFN, same shape"}
+          "baseline": "standard FFN, same shape", "equal_params": "standard FFN, equal size"}
 
 
 def _final_table(final: dict[str, Any]) -> Table:
     metrics = final.get("metrics", [])
     split = final.get("splits", {})
-    header = ["model", "params", "MLP MFLOPs", "latency ms",
+    test = "TEST" if split.get("test") == "test" else str(split.get("test"))
+    seeds = final.get("seeds", 1)
+    header = ["model", "params", "MLP MFLOPs", "latency ms", "held-out kd_loss",
               *(f"{split.get('eval', 'eval')} {m}" for m in metrics[:1]),
-              *(f"TEST {m}" if split.get("test") == "test" else f"{split.get('test')} {m}"
-                for m in metrics)]
+              *(f"{test} {m}" for m in metrics)]
     rows = []
     for key, name in _NAMES.items():
         if key in final:
             r = final[key]
-            rows.append([name, r["params"], r.get("mlp_mflops"), r["latency_ms"],
+            rows.append([name, r["params"], r.get("mlp_mflops"), r.get("latency_ms"),
+                         r.get("kd", {}).get("kd_loss"),
                          *(r.get("eval", {}).get(m) for m in metrics[:1]),
                          *(r.get("test", {}).get(m) for m in metrics)])
-    note = ("Search scores come from held-out rows of the training data; the test split is "
-            "read only for this table. Both students get the same task KD from the same "
-            "supernet; latency is the median of interleaved measurements (batch 8 x 64).")
+    note = (f"Students: means over {seeds} paired seed(s), one recipe (task KD from the warmed "
+            "supernet). kd_loss: the task-KD objective on held-out rows (lower is better). "
+            "Search scores come from held-out rows of the training data; the test split is "
+            "read only for this table. Latency: median of interleaved runs (batch 8 x 64).")
     return Table("Winner vs standard FFN", header, rows, note)
+
+
+def _comparison_table(final: dict[str, Any], key: str, other: str) -> Table | None:
+    comp = final.get(key)
+    if not comp:
+        return None
+    rows = [[m, sum(c["winner"]) / len(c["winner"]), sum(c[other]) / len(c[other]),
+             c["delta_mean"], f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", c["seeds"]]
+            for m, c in comp.items()]
+    return Table(f"Paired comparison: winner - {_NAMES[other]}",
+                 ["metric", "winner", other, "difference", "95% CI", "seeds"], rows,
+                 "The interval is mean +- t(0.975, seeds-1) * sd / sqrt(seeds) of the per-seed "
+                 "differences; 'better' is said only where it excludes 0.")
 
 
 def summarize(results: dict[str, Any]) -> Summary:
@@ -84,11 +100,15 @@ def summarize(results: dict[str, Any]) -> Summary:
     final = results.get("final", {})
     if final:
         out.tables.append(_final_table(final))
-        metric = (final.get("metrics") or [None])[0]
-        w, b = final.get("winner", {}).get("test", {}), final.get("baseline", {}).get("test", {})
-        if metric and metric in w and metric in b:
-            out.verdict = (f"winner - baseline on {final['splits'].get('test')}: "
-                           f"{w[metric] - b[metric]:+.4f} {metric} (one seed)")
+        for key, other in (("comparison", "baseline"), ("comparison_equal_params",
+                                                         "equal_params")):
+            table = _comparison_table(final, key, other)
+            if table is not None:
+                out.tables.append(table)
+        comp = final.get("comparison", {})
+        test_metric = f"{final['splits'].get('test')}/{(final.get('metrics') or [''])[0]}"
+        out.verdict = "\n".join(comp[m]["verdict"] for m in ("kd_loss", test_metric)
+                                if m in comp)
     return out
 
 

@@ -19,17 +19,20 @@ from typing import TYPE_CHECKING
 
 import torch
 
+import mlpgraph
 from distill.losses import KDWeights
 from distill.pipeline import Phase, kd_phase, save_student
 from distill.supernet import Supernet
 from distill.teacher import load_teacher
 from distill.train import TrainConfig
 from mlpgraph import Graph, Space
+from mlpgraph.paper import PAPER_EXPRESSIONS, STANDARD_FFN
 
 from .budget import ParamCounter
 from .candidate import Candidate, LayerGene
 from .config import WarmupSpec, resolve_space
 from .errors import SearchError
+from .graphedit import Grower
 
 if TYPE_CHECKING:
     from .run import Context
@@ -38,18 +41,36 @@ DONE = "warmup.json"
 Sampler = Callable[[random.Random], list[tuple[Graph, int, int]]]
 
 
+def expression_pool(space: Space, count: int, seed: int) -> list[Graph]:
+    """The warm-up's pool: the standard FFN, the paper's six searched MLPs that are in
+    ``space``, and ``count`` random members of the space (drawn from ``seed``)."""
+    pool = [mlpgraph.parse(e) for e in (STANDARD_FFN, *PAPER_EXPRESSIONS)]
+    pool = [g for g in pool if not space.violations(g)]
+    grower = Grower(space, random.Random(seed))
+    while len(pool) < 1 + len(PAPER_EXPRESSIONS) + count:
+        g = grower.random_member()
+        if g not in pool:
+            pool.append(g)
+    return pool
+
+
 def supernet_sampler(space: Space, graphs: Sequence[Graph], hidden: int,
                      feasible: Callable[[Candidate], bool] | None = None,
-                     tries: int = 50) -> Sampler:
+                     tries: int = 50, pool: Sequence[Graph] = (),
+                     own_share: float = 1.0) -> Sampler:
     """``sampler(rng) -> [(graph, s, d_inner)]`` for supernet warm-up: per layer a random
-    ``(s, ratio)`` of the space with that layer's graph, resampled (up to ``tries`` times)
-    until ``feasible`` accepts it."""
+    ``(s, ratio)`` of the space and, with probability ``own_share`` (or when ``pool`` is
+    empty), that layer's graph in ``graphs``, else a uniform draw from ``pool``; resampled
+    (up to ``tries`` times) until ``feasible`` accepts it."""
+
+    def pick(rng: random.Random, own: Graph) -> Graph:
+        return own if not pool or rng.random() < own_share else rng.choice(list(pool))
 
     def sample(rng: random.Random) -> list[tuple[Graph, int, int]]:
         cand = None
         for _ in range(tries):
-            cand = Candidate(tuple(LayerGene(g, rng.choice(space.stacks), rng.choice(space.ratios))
-                                   for g in graphs))
+            cand = Candidate(tuple(LayerGene(pick(rng, g), rng.choice(space.stacks),
+                                             rng.choice(space.ratios)) for g in graphs))
             if feasible is None or feasible(cand):
                 break
         assert cand is not None
@@ -68,11 +89,13 @@ def warm_supernet(ctx: Context, spec: WarmupSpec, out: Path, *, start: Path | No
     torch.manual_seed(p.seed)
     net = Supernet(ctx.student_config, seed=p.seed) if start is None else \
         Supernet.from_pretrained(start)
-    net.add_pools(graphs)
+    space = resolve_space(p.space)
+    pool = expression_pool(space, spec.random_members, p.seed) if spec.pool == "mixed" else []
+    net.add_pools([*graphs, *pool])
     counter = ParamCounter.from_student_config(ctx.student_config)
     lo, hi = ctx.constraints.param_window
-    sampler = supernet_sampler(resolve_space(p.space), graphs, net.hidden,
-                               lambda c: lo <= counter(c) <= hi)
+    sampler = supernet_sampler(space, graphs, net.hidden, lambda c: lo <= counter(c) <= hi,
+                               pool=pool, own_share=spec.own_share)
     phases = [(Phase("general", KDWeights.pretraining(), _train(
                    ctx, spec, out, "general", spec.general_steps, spec.general_lr, label)),
                ctx.outputs["unlabeled"]),
@@ -97,6 +120,7 @@ def warm_supernet(ctx: Context, spec: WarmupSpec, out: Path, *, start: Path | No
         shutil.rmtree(out / f"ckpt-{phase.name}", ignore_errors=True)
     (out / DONE).write_text(json.dumps({
         "spec": spec.dump(), "expressions": [str(g) for g in graphs],
+        "pool": [str(g) for g in pool],
         "start": None if start is None else str(start), "phases": history,
         "seconds": time.perf_counter() - t0}, indent=2) + "\n")
     return out

@@ -12,8 +12,10 @@ from searcher.cli import main
 from searcher.config import (
     ControllerSpec,
     ExecutorSpec,
+    FidelitySpec,
     FinalSpec,
     Pipeline,
+    Rung,
     ScoreSpec,
     Stage1,
     Stage2,
@@ -34,13 +36,19 @@ def tiny_pipeline(task: str, teacher: str) -> Pipeline:
         name="tiny", task=task, teacher=teacher, threads=1, unlabeled_limit=64,
         student=StudentShape(num_layers=2, hidden=16, heads=4, embedding_size=8,
                              max_position=40),
-        score=ScoreSpec(train_slice=(0, 64), heldout_size=32, batch_size=8),
-        warmup=TINY_WARMUP,
-        stages=[Stage1(controller=ctl(3), kd_steps=2), Stage2(controller=ctl(2), kd_steps=2),
+        score=ScoreSpec(train_slice=(0, 64), heldout_size=32, batch_size=8,
+                        rank_by="kd_loss", tie_break="teacher_kl", common_noise=True,
+                        latency_repeats=1),
+        warmup=TINY_WARMUP.but(pool="mixed", random_members=2),
+        stages=[Stage1(controller=ctl(3), kd_steps=2, fidelity=FidelitySpec(
+                    rungs=(Rung(steps=2), Rung(steps=3, keep=2, seeds=2)), confirm_seeds=1,
+                    control="promoted")),
+                Stage2(controller=ctl(2), kd_steps=2),
                 Stage3(controller=ctl(3), rewarm=WarmupSpec(general_steps=2, task_steps=2,
                                                             batch_size=8))],
         executor=ExecutorSpec(kind="inline", workers=1),
-        final=FinalSpec(task_steps=3, batch_size=8))
+        final=FinalSpec(task_steps=3, batch_size=8, seeds=2, equal_params=True,
+                        label_weight=1.0, lr=1e-3))
 
 
 def test_tiny_run_end_to_end(tmp_path, tiny_task, teacher_dir):
@@ -48,12 +56,20 @@ def test_tiny_run_end_to_end(tmp_path, tiny_task, teacher_dir):
     res = run_pipeline(p, tmp_path / "run", cache_dir=str(tmp_path / "cache"), progress=False,
                        log=lambda s: None)
     assert [s["stage"] for s in res["stages"]] == [1, 2, 3]
-    assert all(s["rank_by"] == "accuracy" for s in res["stages"])
+    assert all(s["rank_by"] == "kd_loss" for s in res["stages"])
+    s1 = res["stages"][0]  # promoted to rung 1, confirmed on a fresh seed, with its control
+    assert s1["best_rung"] == 1 and s1["confirmed"] is not None and s1["control"] is not None
     final = res["final"]
-    assert final["splits"] == {"eval": "heldout", "test": "test"}
+    assert final["splits"] == {"eval": "heldout", "test": "test"} and final["seeds"] == 2
     assert final["winner"]["params"] == final["baseline"]["params"]
-    for key in ("winner", "baseline", "teacher"):
+    for key in ("winner", "baseline", "equal_params", "teacher"):
         assert set(final[key]["test"]) >= {"accuracy", "f1"}
+    comp = final["comparison"]
+    assert {"kd_loss", "teacher_kl", "test/accuracy", "accuracy"} <= set(comp)
+    for c in comp.values():
+        assert len(c["winner"]) == len(c["baseline"]) == 2 and c["seeds"] == 2
+        assert c["ci95"][0] <= c["delta_mean"] <= c["ci95"][1]
+    assert "comparison_equal_params" in final
     assert not res["teacher"]["reused"] and not res["caches"]["reused"]
     for f in ("results.json", "pipeline.json", "student_config.json", "winner/config.json",
               "winner/candidate.json", "winner/tokenizer.json", "baseline/model.safetensors",

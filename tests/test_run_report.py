@@ -103,40 +103,60 @@ def test_report_shows_the_summary_rows(synthetic_run, tmp_path):
     results = fake_results(str(run))
     (run / "results.json").write_text(json.dumps(results))
     page = write_report(run).read_text()
-    for table in summarize(results).tables:
+    s = summarize(results)
+    for table in s.tables:
         assert f"<h3>{table.title}</h3>" in page
         for row in table.rows:
-            assert row[0] in page
-    assert "winner - baseline on test: +0.0100 accuracy (one seed)" in page
+            assert str(row[0]) in page
+    assert s.verdict and all(line in page for line in s.verdict.split("\n"))
+
+
+def _comp(w: list[float], b: list[float], name: str) -> dict:
+    from distill.stats import paired, verdict
+
+    p = paired(w, b)
+    return {"winner": w, "baseline": b, "delta_mean": p.delta_mean, "ci95": list(p.ci95),
+            "seeds": p.n, "verdict": verdict(p, name, "winner", "baseline",
+                                             higher_is_better=name != "kd_loss")}
 
 
 def fake_results(run_dir: str) -> dict:
     acc = {"accuracy": 0.8, "f1": 0.79}
+    row = {"params": 10, "latency_ms": 1.5, "eval": acc, "test": acc, "kd": {"kd_loss": 2.0}}
     return {"run_dir": run_dir, "timings": {"total": 600, "job_excluding_one_time": 540,
                                             "teacher": 1, "warmup": 60},
             "teacher": {"reused": True}, "caches": {"reused": True},
             "stages": [{"stage": 1, "evaluations": 4, "best_score": 0.7, "base_score": None,
-                        "rank_by": "accuracy", "dedupe": {"hit_rate": 0.25}, "seconds": 30,
+                        "rank_by": "kd_loss", "dedupe": {"hit_rate": 0.25}, "seconds": 30,
                         "describe": "W2 @ 1x1"}],
-            "final": {"splits": {"eval": "heldout", "test": "test"},
+            "final": {"splits": {"eval": "heldout", "test": "test"}, "seeds": 3,
                       "metrics": ["accuracy", "f1"],
                       "teacher": {"params": 10, "latency_ms": 1.5, "eval": acc, "test": acc},
-                      "winner": {"params": 10, "latency_ms": 1.5, "eval": acc,
-                                 "test": {"accuracy": 0.81, "f1": 0.8}},
-                      "baseline": {"params": 10, "latency_ms": 1.5, "eval": acc, "test": acc}}}
+                      "winner": {**row, "test": {"accuracy": 0.81, "f1": 0.8}},
+                      "baseline": row,
+                      "comparison": {
+                          "kd_loss": _comp([1.9, 1.85, 1.8], [2.0, 1.95, 1.92], "kd_loss"),
+                          "test/accuracy": _comp([0.81, 0.8, 0.82], [0.8, 0.81, 0.8],
+                                                 "test/accuracy")}}}
 
 
 def test_summary_rows():
     s = summarize(fake_results("r"))
     facts = dict(s.facts)
     assert "reused" in facts["teacher"] and "9.0 min" in facts["wall time"]
-    stages, final = s.tables
-    assert stages.header[2] == "best held-out accuracy"
+    stages, final, comp = s.tables
+    assert stages.header[2] == "best held-out kd_loss"
     assert stages.rows[0][:3] == ["stage 1", 4, 0.7]
     assert final.header[-2:] == ["TEST accuracy", "TEST f1"]
     assert [r[0] for r in final.rows] == ["teacher (fine-tuned)", "searched winner",
                                           "standard FFN, same shape"]
-    assert final.rows[1][-2:] == [0.81, 0.8]
+    assert final.rows[1][-2:] == [0.81, 0.8] and final.rows[1][4] == 2.0
+    assert [r[0] for r in comp.rows] == ["kd_loss", "test/accuracy"]
+    assert comp.rows[0][3] == pytest.approx(-0.32 / 3)
+    lines = s.verdict.split("\n")
+    assert lines[0].startswith("kd_loss: winner - baseline = -0.1067 over 3 paired seed(s)")
+    assert "winner is better than baseline (the interval excludes 0)" in lines[0]
+    assert "no difference detected" in lines[1]
 
 
 # ------------------------------------------------------------------------- lineage
