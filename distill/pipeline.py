@@ -157,7 +157,8 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
     movie heldout / test sentences, against the pretrained teacher; task KD reads the training
     split (or, with ``transfer_set``, all those unlabeled sentences), against the fine-tuned
     teacher. ``label_weight``: add that times the hard-label loss to task KD (0: pure KD, the
-    paper). The result's ``"model"`` is the trained student.
+    paper). The result's ``"model"`` is the trained student, ``"kd"`` its loss module (with
+    the trained ``fit_dense``, for :func:`distill.train.evaluate_kd`).
     """
     from .data import get_task_spec, iter_unlabeled_text
 
@@ -224,5 +225,5 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
     result["metrics"] = evaluate_splits(student, splits, spec, device)
     if out_dir is not None:
         result["out_dir"] = str(save_student(out_dir, student, kd, tokenizer))
-    result["model"] = student
+    result["model"], result["kd"] = student, kd
     return result
