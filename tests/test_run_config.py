@@ -100,7 +100,7 @@ def test_stage_defaults_masks_and_composed_search_configs():
         # composed, not copied: the stage's and the pipeline's own sub-models
         assert cfg.controller == spec.controller and cfg.fidelity == spec.fidelity
         assert cfg.executor == p.executor and cfg.constraints == cons
-        assert cfg.rank_by == "accuracy"
+        assert cfg.rank_by == "kd_loss" and cfg.tie_break == "teacher_kl"
 
 
 def test_resumable_differences():
@@ -117,7 +117,7 @@ def test_constraints_window_and_sampler():
     cfg = p.student.to_config()
     cons, seeds = derive_constraints(p, cfg)
     lo, hi = cons.param_window
-    assert lo < hi and "1x1" in seeds and "1x1/2" not in seeds
+    assert lo < hi and seeds == ["2x1", "3x1", "4x1/2"]  # s x ratio in [2, 3]
     assert cons.latency_budget and cons.latency_proxy == "flops"
     counter = ParamCounter.from_student_config(cfg)
     ffn = mlpgraph.parse("W2(gelu(W1(x)))")
