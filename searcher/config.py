@@ -447,6 +447,8 @@ class FinalSpec(Model):
     seeds: PositiveInt = 3  # paired seeds per student (same batches; same initial weights
     #                         where shapes match); 3 or more give a confidence interval
     equal_params: bool = True  # also train a uniform standard FFN of the winner's size
+    fixed: tuple[str, ...] = ()  # expressions also trained on every layer at the winner's
+    #                              shape (e.g. the best known MLP, "tanh(W2(gelu(W1(x))))")
     init: Literal["warmup", "last"] = "warmup"
     teacher_test: bool = True  # also report the teacher's test metrics
 

@@ -7,7 +7,9 @@ from the warmed-up supernet, the same learning rate, steps, label weight) for ev
 - ``baseline``: the standard FFN with the winner's per-layer ``s`` and ratio (the same
   parameter count; the same inherited initial weights for W1 and W2);
 - ``equal_params`` (optional): a uniform standard FFN (every layer alike, as BERT) of about
-  the winner's parameter count.
+  the winner's parameter count;
+- ``fixed1``, ``fixed2``, ... (optional): given expressions on every layer at the winner's
+  shape (e.g. the best MLP known before the search).
 
 Seed ``k`` fixes the batch order and the dropout stream of every student alike (paired
 seeds). Each run is a scorer call (:func:`distill.score.score`) in the run's executor, so the
@@ -134,6 +136,10 @@ def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, 
                                           for g in winner.layers))}
     if fin.equal_params:
         models["equal_params"] = equal_params_ffn(winner, hidden)
+    for i, expr in enumerate(fin.fixed):
+        graph = parse(expr)
+        models[f"fixed{i + 1}"] = Candidate(tuple(LayerGene(graph, g.stacks, g.ratio)
+                                                  for g in winner.layers))
     runs = _train_all(ctx, models, supernet)
     test = spec.test_splits[0]
     metrics = ["kd_loss", "teacher_kl", *(f"{test}/{m}" for m in spec.metric_names),
@@ -149,9 +155,9 @@ def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, 
                      "describe": cand.describe(), "folder": str(ctx.run_dir / name)}
     out["comparison"] = comparison(runs["winner"], runs["baseline"], metrics,
                                    ("winner", "baseline"))
-    if "equal_params" in runs:
-        out["comparison_equal_params"] = comparison(runs["winner"], runs["equal_params"],
-                                                    metrics, ("winner", "equal_params"))
+    for other in (n for n in runs if n not in ("winner", "baseline")):
+        out[f"comparison_{other}"] = comparison(runs["winner"], runs[other], metrics,
+                                                ("winner", other))
     _latencies(ctx, out, list(models))
     (ctx.run_dir / "winner" / "candidate.json").write_text(winner.to_json() + "\n")
     if fin.teacher_test:

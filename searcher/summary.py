@@ -50,18 +50,24 @@ def _final_table(final: dict[str, Any]) -> Table:
               *(f"{split.get('eval', 'eval')} {m}" for m in metrics[:1]),
               *(f"{test} {m}" for m in metrics)]
     rows = []
-    for key, name in _NAMES.items():
-        if key in final:
-            r = final[key]
-            rows.append([name, r["params"], r.get("mlp_mflops"), r.get("latency_ms"),
-                         r.get("kd", {}).get("kd_loss"),
-                         *(r.get("eval", {}).get(m) for m in metrics[:1]),
-                         *(r.get("test", {}).get(m) for m in metrics)])
+    keys = [k for k in _NAMES if k in final] + sorted(k for k in final if k.startswith("fixed"))
+    for key in keys:
+        r = final[key]
+        rows.append([_name(final, key), r["params"], r.get("mlp_mflops"), r.get("latency_ms"),
+                     r.get("kd", {}).get("kd_loss"),
+                     *(r.get("eval", {}).get(m) for m in metrics[:1]),
+                     *(r.get("test", {}).get(m) for m in metrics)])
     note = (f"Students: means over {seeds} paired seed(s), one recipe (task KD from the warmed "
             "supernet). kd_loss: the task-KD objective on held-out rows (lower is better). "
             "Search scores come from held-out rows of the training data; the test split is "
             "read only for this table. Latency: median of interleaved runs (batch 8 x 64).")
     return Table("Winner vs standard FFN", header, rows, note)
+
+
+def _name(final: dict[str, Any], key: str) -> str:
+    if key in _NAMES:
+        return _NAMES[key]
+    return f"fixed: {final.get(key, {}).get('expressions', ['?'])[0]}, same shape"
 
 
 def _comparison_table(final: dict[str, Any], key: str, other: str) -> Table | None:
@@ -71,7 +77,7 @@ def _comparison_table(final: dict[str, Any], key: str, other: str) -> Table | No
     rows = [[m, sum(c["winner"]) / len(c["winner"]), sum(c[other]) / len(c[other]),
              c["delta_mean"], f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}]", c["seeds"]]
             for m, c in comp.items()]
-    return Table(f"Paired comparison: winner - {_NAMES[other]}",
+    return Table(f"Paired comparison: winner - {_name(final, other)}",
                  ["metric", "winner", other, "difference", "95% CI", "seeds"], rows,
                  "The interval is mean +- t(0.975, seeds-1) * sd / sqrt(seeds) of the per-seed "
                  "differences; 'better' is said only where it excludes 0.")
@@ -100,8 +106,9 @@ def summarize(results: dict[str, Any]) -> Summary:
     final = results.get("final", {})
     if final:
         out.tables.append(_final_table(final))
-        for key, other in (("comparison", "baseline"), ("comparison_equal_params",
-                                                         "equal_params")):
+        others = [("comparison", "baseline")] + [
+            (k, k.removeprefix("comparison_")) for k in final if k.startswith("comparison_")]
+        for key, other in others:
             table = _comparison_table(final, key, other)
             if table is not None:
                 out.tables.append(table)

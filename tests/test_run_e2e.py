@@ -48,6 +48,7 @@ def tiny_pipeline(task: str, teacher: str) -> Pipeline:
                                                             batch_size=8))],
         executor=ExecutorSpec(kind="inline", workers=1),
         final=FinalSpec(task_steps=3, batch_size=8, seeds=2, equal_params=True,
+                        fixed=("tanh(W2(gelu(W1(x))))",),
                         label_weight=1.0, lr=1e-3))
 
 
@@ -69,7 +70,8 @@ def test_tiny_run_end_to_end(tmp_path, tiny_task, teacher_dir):
     for c in comp.values():
         assert len(c["winner"]) == len(c["baseline"]) == 2 and c["seeds"] == 2
         assert c["ci95"][0] <= c["delta_mean"] <= c["ci95"][1]
-    assert "comparison_equal_params" in final
+    assert "comparison_equal_params" in final and "comparison_fixed1" in final
+    assert final["fixed1"]["expressions"] == ["tanh(W2(gelu(W1(x))))"] * 2
     assert not res["teacher"]["reused"] and not res["caches"]["reused"]
     for f in ("results.json", "pipeline.json", "student_config.json", "winner/config.json",
               "winner/candidate.json", "winner/tokenizer.json", "baseline/model.safetensors",
