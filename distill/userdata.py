@@ -79,8 +79,7 @@ def guess_text_column(cols: list[str], path: str) -> str:
                         f"(--text-column); columns present: {cols}")
 
 
-def _texts(ds: datasets.Dataset, cols: Sequence[str], path: str) -> tuple[list[list[str]],
-                                                                          list[int]]:
+def _texts(ds: datasets.Dataset, cols: Sequence[str]) -> tuple[list[list[str]], list[int]]:
     """The text columns as strings and the rows (0-based) with an empty or NaN text."""
     out, empty = [], set()
     for c in cols:
@@ -100,8 +99,7 @@ def _class_key(v: Any) -> int | float | str:
     return str(v).strip()
 
 
-def _is_regression(labels: list[Any], files: DataFiles, base: TaskSpec | None,
-                   path: str) -> bool:
+def _is_regression(labels: list[Any], files: DataFiles, base: TaskSpec | None) -> bool:
     if base is not None:
         return base.is_regression
     if files.task_type is not None:
@@ -109,9 +107,9 @@ def _is_regression(labels: list[Any], files: DataFiles, base: TaskSpec | None,
     return any(isinstance(v, float) for v in labels)  # run_glue: float labels: regression
 
 
-def _numbers(labels: list[Any], column: str, path: str) -> list[float]:
+def _numbers(labels: list[Any], rows: list[int], column: str, path: str) -> list[float]:
     out = []
-    for i, v in enumerate(labels):
+    for i, v in zip(rows, labels, strict=True):
         try:
             out.append(float(v))
         except (TypeError, ValueError):
@@ -154,10 +152,10 @@ def _encode(ds: datasets.Dataset, role: str, path: str, files: DataFiles,
         if c not in present:
             raise DataFileError(f"{path}: no {what} column {c!r}; columns present: {present}"
                                 f"{'' if what == 'text' else ' (set --label-column)'}")
-    texts, empty = _texts(ds, cols, path)
+    texts, empty = _texts(ds, cols)
     labels = list(ds[files.label_column])
-    unlabelled = [i for i, v in enumerate(labels) if _missing(v)
-                  or (base is not None and not base.is_regression and _class_key(v) == -1)]
+    unlabelled = [i for i, v in enumerate(labels)  # GLUE files: -1 marks an unlabelled row
+                  if _missing(v) or (base is not None and _class_key(v) == -1)]
     if unlabelled:
         raise DataFileError(f"{path}: {len(unlabelled)} row(s) have no label in column "
                             f"{files.label_column!r} (rows {_rows(unlabelled)}, 1-based, header "
@@ -171,33 +169,43 @@ def _encode(ds: datasets.Dataset, role: str, path: str, files: DataFiles,
                             "counted); fix them, or drop them with drop_empty_texts "
                             "(--drop-empty-texts)")
     keep = sorted(set(range(len(labels))) - set(empty))
-    labels = [labels[i] for i in keep]
+    if not keep:
+        raise DataFileError(f"{path}: no rows left after dropping {len(empty)} with an empty "
+                            "text")
     texts = [[t[i] for i in keep] for t in texts]
-    if kind is None:
-        regression = _is_regression(labels, files, base, path)
-        if regression:
-            names: tuple[str, ...] = ()
-        elif base is not None:
-            names = base.label_names
-        else:
-            keys = sorted({_class_key(v) for v in labels}, key=lambda k: (isinstance(k, str), k))
-            names = tuple(str(k) for k in keys)
-        kind = (regression, names)
-    regression, names = kind
-    if regression:
-        values: list[Any] = _numbers(labels, files.label_column, path)
-        feature: Any = datasets.Value("float32")
-    else:
-        values = _class_ids(labels, names, base is not None, path, files.label_column)
-        feature = datasets.ClassLabel(names=list(names))
-        if role == "train" and len(set(values)) < 2:
-            raise DataFileError(f"{path}: a single class ({names[values[0]]!r}) in column "
-                                f"{files.label_column!r}; classification needs two or more "
-                                "(float labels? use --task-type regression)")
+    labels = [labels[i] for i in keep]
+    kind = kind or _kind(labels, files, base)
+    values, feature = _label_values(labels, keep, kind, files, base, path, role)
     features = datasets.Features({**{c: datasets.Value("string") for c in cols},
                                   "label": feature})
     return datasets.Dataset.from_dict({**dict(zip(cols, texts, strict=True)), "label": values},
                                       features=features), len(empty), kind
+
+
+def _kind(labels: list[Any], files: DataFiles,
+          base: TaskSpec | None) -> tuple[bool, tuple[str, ...]]:
+    """``(is_regression, class names)`` decided on the train labels (names sorted)."""
+    if _is_regression(labels, files, base):
+        return True, ()
+    if base is not None:
+        return False, base.label_names
+    keys = sorted({_class_key(v) for v in labels}, key=lambda k: (isinstance(k, str), k))
+    return False, tuple(str(k) for k in keys)
+
+
+def _label_values(labels: list[Any], rows: list[int], kind: tuple[bool, tuple[str, ...]],
+                  files: DataFiles, base: TaskSpec | None, path: str,
+                  role: str) -> tuple[list[Any], Any]:
+    """The encoded labels and their feature (float32, or a ClassLabel of the names)."""
+    regression, names = kind
+    if regression:
+        return _numbers(labels, rows, files.label_column, path), datasets.Value("float32")
+    values = _class_ids(labels, names, base is not None, path, files.label_column)
+    if role == "train" and len(set(values)) < 2:
+        raise DataFileError(f"{path}: a single class ({names[values[0]]!r}) in column "
+                            f"{files.label_column!r}; classification needs two or more "
+                            "(float labels? use --task-type regression)")
+    return values, datasets.ClassLabel(names=list(names))
 
 
 # ----------------------------------------------------------------------------- the task

@@ -201,6 +201,18 @@ def test_glue_files_in_the_official_schema(tmp_path: Path) -> None:
         spec_of(tmp_path, train_file=train, validation_file=dev, test_file=test, task="sst2")
     with pytest.raises(DataFileError, match="schema of a GLUE task"):
         DataFiles(train, task="movie_binary")
+    pairs = [(a, b, round(i / 6, 3), i) for i, ((a, _), (b, _)) in
+             enumerate(zip(rows(24, 1), rows(24, 2), strict=True))]
+    header = ("sentence1", "sentence2", "label", "idx")
+    stsb = spec_of(tmp_path, train_file=write(tmp_path / "sts.csv", pairs, header),
+                   task="stsb")
+    assert stsb.is_regression and stsb.metric_names == ("pearson", "spearman")
+    assert stsb.text_columns == ("sentence1", "sentence2")
+    unlabelled = write(tmp_path / "sts_test.csv", [(a, b, -1.0, i) for a, b, _, i in pairs],
+                       header)
+    with pytest.raises(DataFileError, match="24 row.*no label"):
+        spec_of(tmp_path, train_file=str(tmp_path / "sts.csv"), test_file=unlabelled,
+                task="stsb")
 
 
 # ----------------------------------------------------------------------------- bad input
