@@ -93,10 +93,19 @@ class TaskSpec:
     unlabeled_text: Callable[[TaskSpec, str | Path | None], Iterator[str]] | None = field(
         default=None, compare=False, repr=False)  # general-KD text (None: the train texts)
     assets: tuple[str, ...] = ()  # offline assets the loaders need (distill.assets)
+    data_fingerprint: str | None = None  # of the data (file tasks): part of cache keys
+    notes: tuple[str, ...] = field(default=(), compare=False)  # for summaries and reports
 
     @property
     def is_pair(self) -> bool:
         return len(self.text_columns) == 2
+
+    @property
+    def final_split(self) -> str:
+        """The split final results are reported on: the first test split, or the first
+        evaluation split when the task has no labelled test split (GLUE, files without a
+        test file; :attr:`notes` then says so)."""
+        return (self.test_splits or self.eval_splits)[0]
 
     def load(self, cache_dir: str | Path | None = None) -> datasets.DatasetDict:
         """The task's ``DatasetDict`` (every split the loader provides)."""
@@ -325,9 +334,12 @@ def _sentiment_text(spec: TaskSpec, cache_dir: str | Path | None) -> Iterator[st
     return iter_unlabeled_text(cache_dir, include_austen=False, exclude_movie_eval=True)
 
 
+GLUE_FINAL_NOTE = "GLUE's test labels are not public: validation is the final split"
+
+
 def _glue(name: str, cols: tuple[str, ...], labels: tuple[str, ...], **kw: Any) -> TaskSpec:
     return TaskSpec(name, cols, max(len(labels), 1), not labels, GLUE_METRICS[name], labels,
-                    loader=_load_glue_task, **kw)
+                    test_splits=(), loader=_load_glue_task, notes=(GLUE_FINAL_NOTE,), **kw)
 
 
 GLUE_TASKS: dict[str, TaskSpec] = {t.name: t for t in (
@@ -337,8 +349,7 @@ GLUE_TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate")),
     _glue("stsb", ("sentence1", "sentence2"), ()),
     _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-          eval_splits=("validation_matched", "validation_mismatched"),
-          test_splits=("test_matched", "test_mismatched")),
+          eval_splits=("validation_matched", "validation_mismatched")),
     _glue("qnli", ("question", "sentence"), ("entailment", "not_entailment")),
     _glue("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment")),
     _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment")),
@@ -354,7 +365,6 @@ for _src in SENTIMENT_SOURCES:
         eval_splits=("heldout",), test_splits=("test",), max_length=64, loader=_load_sentiment,
         unlabeled_text=_sentiment_text, assets=("movies",))
 TASKS: dict[str, TaskSpec] = {**GLUE_TASKS, **SENTIMENT_TASKS}
-
 
 
 # ----------------------------------------------------------------------------- tokenization

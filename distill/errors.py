@@ -60,3 +60,18 @@ class TeacherCacheError(EfficientBertError, ValueError):
 class TrainingError(EfficientBertError, RuntimeError):
     """A training run that cannot start or continue (bad settings, a checkpoint of another
     run, a sub-network needing weight pools the optimizer does not know, ...)."""
+
+
+class DataFileError(DataFormatError):
+    """A user's data file that cannot serve as a task: missing, empty, not UTF-8, lacking a
+    column, with empty texts or labels, a single class, a label unseen in train, ... The
+    message names the file (and the row, column, label or byte offset) and the fix."""
+
+
+class ExportError(EfficientBertError, ValueError):
+    """An export that cannot be done as asked (unknown format, a folder as the output path,
+    a missing exporter package)."""
+
+
+class ExportCheckError(EfficientBertError, RuntimeError):
+    """An exported artifact whose outputs differ from the model's beyond the tolerance."""

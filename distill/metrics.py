@@ -1,6 +1,7 @@
 """Evaluation metrics implemented from their definitions with numpy.
 
-* Classification: accuracy, binary F1 (positive class 1), Matthews correlation
+* Classification: accuracy, binary F1 (positive class 1), macro F1 (mean of the per-class
+  F1s), Matthews correlation
   (multi-class form; equals the binary phi coefficient for two classes).
 * Regression: Pearson and Spearman correlation (Spearman = Pearson of average ranks,
   so ties get the mean of the ranks they span).
@@ -67,6 +68,14 @@ def f1_binary(preds: ArrayLike, labels: ArrayLike, positive: int = 1) -> float:
     return float(2 * tp / denom) if denom else 0.0
 
 
+def f1_macro(preds: ArrayLike, labels: ArrayLike) -> float:
+    """Unweighted mean over classes of each class's F1 (one class against the rest); the
+    classes are those present in the labels or the predictions (as scikit-learn's
+    ``f1_score(average="macro")``)."""
+    p, y = _pair(preds, labels)
+    return float(np.mean([f1_binary(p, y, positive=c) for c in np.union1d(p, y)]))
+
+
 def matthews_corrcoef(preds: ArrayLike, labels: ArrayLike) -> float:
     """Matthews correlation from the confusion matrix C (rows: labels, cols: preds):
     (c*s - t.p) / sqrt((s^2 - p.p)(s^2 - t.t)) with c = trace, s = total,
@@ -111,7 +120,8 @@ def spearman(preds: ArrayLike, labels: ArrayLike) -> float:
     return pearson(rankdata(p), rankdata(y))
 
 
-_METRIC_FUNCS = {"accuracy": accuracy, "f1": f1_binary, "mcc": matthews_corrcoef,
+_METRIC_FUNCS = {"accuracy": accuracy, "f1": f1_binary, "f1_macro": f1_macro,
+                 "mcc": matthews_corrcoef,
                  "pearson": pearson, "spearman": spearman}
 
 
@@ -124,7 +134,7 @@ def to_predictions(outputs: ArrayLike, is_regression: bool) -> np.ndarray:
 
 
 def compute_metrics(names: Sequence[str], preds: ArrayLike, labels: ArrayLike) -> dict[str, float]:
-    """Compute the named metrics (any of accuracy, f1, mcc, pearson, spearman).
+    """Compute the named metrics (any of accuracy, f1, f1_macro, mcc, pearson, spearman).
 
     ``preds`` may be logits (2-D, argmax is taken) for classification metrics, or
     values (1-D or N x 1) for correlations. ``score`` is the mean of the metrics.

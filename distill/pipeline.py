@@ -18,7 +18,7 @@ phase starts from.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +31,7 @@ from .assets import offline_env
 from .config import StudentConfig
 from .encode import EncodedTexts, encode_split, encode_texts
 from .losses import KDLoss, KDWeights
+from .predict import save_label_names
 from .student import Student, count_parameters
 from .teacher import (
     default_max_length,
@@ -118,14 +119,17 @@ def kd_phase(model: nn.Module, outputs: TeacherOutputs, phase: Phase, *,
 
 
 def save_student(folder: str | Path, student: nn.Module, kd: KDLoss | None,
-                 tokenizer: Any = None) -> Path:
+                 tokenizer: Any = None, label_names: Sequence[str] | None = None) -> Path:
     """A model folder: ``config.json`` + ``model.safetensors`` (``save_pretrained``), the
-    trained ``fit_dense`` and, when given, the tokenizer (so the folder predicts on text)."""
+    trained ``fit_dense`` and, when given, the tokenizer and the class names (``labels.json``)
+    so the folder predicts on text (:class:`distill.predict.Predictor`)."""
     folder = Path(student.save_pretrained(folder))
     if kd is not None:
         _save_fit_dense(kd, folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(str(folder))
+    if label_names:
+        save_label_names(folder, label_names)
     return folder
 
 
@@ -224,6 +228,7 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
     splits = {s: encode_split(ds[s], tokenizer, spec, max_length) for s in eval_splits}
     result["metrics"] = evaluate_splits(student, splits, spec, device)
     if out_dir is not None:
-        result["out_dir"] = str(save_student(out_dir, student, kd, tokenizer))
+        result["out_dir"] = str(save_student(out_dir, student, kd, tokenizer,
+                                             spec.label_names))
     result["model"], result["kd"] = student, kd
     return result

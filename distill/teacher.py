@@ -238,7 +238,9 @@ def finetuned_teacher_dir(task: str = "movie_binary", teacher_dir: str | Path | 
                           warmup_ratio: float = 0.1, cache_dir: str | Path | None = None,
                           data: Any = None) -> tuple[Path, dict[str, Any]]:
     """Where :func:`finetune_teacher` with these settings saves (or saved) its teacher:
-    ``(<cache>/teachers/<task>-<key>, settings)``; the folder may not exist yet."""
+    ``(<cache>/teachers/<task>-<key>, settings)``; the folder may not exist yet. The key
+    covers the task (a file task's name and ``data_fingerprint``: the files' bytes), the
+    base teacher's weights and every setting."""
     spec = get_task_spec(task)
     base = _check_folder(teacher_dir if teacher_dir is not None
                          else ensure_asset("teacher", cache_dir))
@@ -246,6 +248,8 @@ def finetuned_teacher_dir(task: str = "movie_binary", teacher_dir: str | Path | 
                 "epochs": epochs, "lr": lr, "batch_size": batch_size,
                 "max_length": max_length or default_max_length(task), "seed": seed,
                 "warmup_ratio": warmup_ratio}
+    if spec.data_fingerprint is not None:  # a file task: the files' bytes and settings
+        settings["data_fingerprint"] = spec.data_fingerprint
     if data is not None:
         settings["data"] = hashlib.sha256(repr(data[spec.train_split][:50]).encode()).hexdigest()
     keyed = {k: v for k, v in settings.items() if k != "base_dir"}
@@ -297,6 +301,9 @@ def finetune_teacher(task: str = "movie_binary", teacher_dir: str | Path | None 
             held = encode_split(ds[split], tokenizer, spec, settings["max_length"])
             metrics[split] = evaluate(model, held, spec.metric_names,
                                       is_regression=spec.is_regression, device=device)
+    if spec.label_names:  # so the folder predicts with the task's label names
+        model.config.id2label = dict(enumerate(spec.label_names))
+        model.config.label2id = {n: i for i, n in enumerate(spec.label_names)}
     staging = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(str(staging))

@@ -27,18 +27,19 @@ from .interp import evaluate, random_weights
 from .ir import Graph, Node, Op, Width
 from .keys import Equivalence, canonical_key, equivalent, fingerprint, to_sympy
 from .parser import parse
+from .plugins import load_primitives, primitive_digest
 from .primitives import REGISTRY, Primitive, get_primitive, primitive
 from .printer import format_graph as format
 from .simplify import simplify
-from .space import PAPER_SPACE, SPACES, WIDE_SPACE, Space
+from .space import PAPER_SPACE, SPACES, WIDE_SPACE, Space, resolve_space
 
 __all__ = [
     "PAPER_SPACE", "REGISTRY", "SPACES", "WIDE_SPACE", "Equivalence", "Graph", "GraphTypeError",
     "MLPGraphError", "Node", "Op", "ParseError", "Primitive", "PrimitiveError",
     "SerializationError", "Space", "SpaceError", "Width", "WidthError", "canonical_key",
     "count_flops", "count_params", "equivalent", "evaluate", "fingerprint", "format",
-    "get_primitive", "linear_shapes", "parse", "primitive", "random_weights", "simplify",
-    "to_sympy",
+    "get_primitive", "linear_shapes", "load_primitives", "parse", "primitive",
+    "primitive_digest", "random_weights", "resolve_space", "simplify", "to_sympy",
 ]
 
 

@@ -12,8 +12,9 @@ GLU family (three linear layers), squared ReLU, exact GELU, softplus, sub and mi
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 
@@ -154,6 +155,20 @@ class Space:
         return replace(self, name=name or self.name, unary=(*self.unary, *unary),
                        binary=(*self.binary, *binary))
 
+    def extend(self, add: Sequence[str], name: str | None = None) -> Space:
+        """A copy that also allows the registered primitives ``add`` (e.g. user primitives
+        loaded with :func:`mlpgraph.load_primitives`), unary or binary by their arity;
+        names already allowed are kept once. Unknown names are refused with close matches."""
+        unary, binary = list(self.unary), list(self.binary)
+        for n in add:
+            prim = get_primitive(n)  # PrimitiveError naming close matches
+            target = unary if prim.arity == 1 else binary
+            if prim.name not in target:
+                target.append(prim.name)
+        new = [n for n in (*unary, *binary) if n not in (*self.unary, *self.binary)]
+        return replace(self, name=name or "+".join((self.name, *new)), unary=tuple(unary),
+                       binary=tuple(binary))
+
     def to_json(self) -> str:
         d = asdict(self)
         d["ratios"] = [str(r) for r in self.ratios]
@@ -192,3 +207,32 @@ WIDE_SPACE = Space(
 )
 
 SPACES = {s.name: s for s in (PAPER_SPACE, WIDE_SPACE)}
+
+
+def resolve_space(value: str | Mapping[str, object] | Space) -> Space:
+    """A space from its pipeline form: a name (``"paper"``), ``{"base": "paper", "add":
+    ["mish"]}`` (a named space extended with registered primitives), a full space record
+    (the keys of :meth:`Space.to_json`), or a :class:`Space` itself."""
+    if isinstance(value, Space):
+        return value
+    if isinstance(value, str):
+        if value not in SPACES:
+            close = difflib.get_close_matches(value, list(SPACES), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise SpaceError(f"unknown space {value!r}{hint} (known: {', '.join(SPACES)})")
+        return SPACES[value]
+    if isinstance(value, Mapping):
+        if "unary" in value:
+            return Space.from_json(json.dumps(dict(value)))
+        extra = sorted(set(value) - {"base", "add", "name"})
+        if extra or "base" not in value:
+            raise SpaceError(f"a space must be a name, {{'base': NAME, 'add': [PRIMITIVE, ...]}}"
+                             f" or a full space record; got keys {sorted(value)}")
+        add = value.get("add", [])
+        if isinstance(add, str) or not isinstance(add, Sequence) or \
+                not all(isinstance(a, str) for a in add):
+            raise SpaceError(f"space 'add' must be a list of primitive names, got {add!r}")
+        name = value.get("name")
+        return resolve_space(str(value["base"])).extend(
+            add, name=str(name) if name is not None else None)
+    raise SpaceError(f"a space must be a name or a mapping, got {type(value).__name__}")
