@@ -107,6 +107,13 @@ class TaskSpec:
         test file; :attr:`notes` then says so)."""
         return (self.test_splits or self.eval_splits)[0]
 
+    @property
+    def search_split(self) -> str | None:
+        """The split a search may score candidates on: the first evaluation split that is not
+        the final split (the sentiment tasks' ``heldout``, a user's validation file when a
+        test file is given); None when the search must hold out rows of train instead."""
+        return next((s for s in self.eval_splits if s != self.final_split), None)
+
     def load(self, cache_dir: str | Path | None = None) -> datasets.DatasetDict:
         """The task's ``DatasetDict`` (every split the loader provides)."""
         if self.loader is None:

@@ -161,7 +161,8 @@ def _splits(budget: ScoreBudget, teacher: Path, data: Any) -> tuple[EncodedTexts
     the last ``heldout_size`` rows of ``train``, as the paper holds out the end of MNLI train."""
     max_length = budget.max_length or default_max_length(budget.task)
     spec = get_task_spec(budget.task)
-    key = (budget.task, str(teacher), max_length, _data_key(data, (spec.train_split, "heldout")),
+    key = (budget.task, str(teacher), max_length,
+           _data_key(data, (spec.train_split, spec.search_split or spec.train_split)),
            str(budget.cache_dir), budget.heldout_size)
     if key not in _SPLITS:
         ds = data if data is not None else load_task(budget.task, budget.cache_dir)
@@ -172,12 +173,13 @@ def _splits(budget: ScoreBudget, teacher: Path, data: Any) -> tuple[EncodedTexts
 
 def search_splits(ds: Any, spec: Any, tokenizer: Any, max_length: int,
                   heldout_size: int) -> tuple[EncodedTexts, EncodedTexts]:
-    """(training rows, held-out rows) a search may use: the task's ``heldout`` split, or for
-    tasks without one (GLUE) the last ``heldout_size`` rows of ``train``, as the paper holds
-    out the end of MNLI train. Neither is ever an evaluation or test split."""
+    """(training rows, held-out rows) a search may use: the task's search split
+    (:attr:`~distill.data.TaskSpec.search_split`, e.g. ``heldout``), or for tasks without one
+    (GLUE) the last ``heldout_size`` rows of ``train``, as the paper holds out the end of MNLI
+    train. Neither is ever the final split."""
     train = encode_split(ds[spec.train_split], tokenizer, spec, max_length)
-    if "heldout" in ds:
-        return train, encode_split(ds["heldout"], tokenizer, spec, max_length)
+    if spec.search_split is not None and spec.search_split in ds:
+        return train, encode_split(ds[spec.search_split], tokenizer, spec, max_length)
     cut = len(train) - heldout_size
     if cut < 1:
         raise ConfigError("heldout_size", f"{heldout_size} held-out rows leave no training "
@@ -208,8 +210,8 @@ def _outputs(budget: ScoreBudget, teacher: Path, train: EncodedTexts,
 def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResult:
     """Build ``candidate`` from the warmed-up supernet, KD it briefly, score it (module doc).
 
-    ``data``: a ``DatasetDict``-like mapping with the task's ``train`` and ``heldout``
-    splits to use instead of loading the task (only those two keys are read).
+    ``data``: a ``DatasetDict``-like mapping with the task's training and search splits to
+    use instead of loading the task (only those keys, and ``report_splits``, are read).
     """
     start = time.perf_counter()
     spec = get_task_spec(budget.task)
@@ -245,7 +247,7 @@ def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResu
         metrics.update(_reported(student, budget, teacher, data))
         diverged = not all(map(math.isfinite, metrics.values()))
     if budget.save_to is not None and not diverged:
-        save_student(budget.save_to, student, kd, load_tokenizer(teacher))
+        save_student(budget.save_to, student, kd, load_tokenizer(teacher), spec.label_names)
     latency = None if not budget.latency_repeats else measure_latency(
         student, budget.latency_batch, budget.latency_repeats, budget.device)
     return ScoreResult(metrics, params, latency, steps, time.perf_counter() - start, diverged,

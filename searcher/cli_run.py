@@ -84,6 +84,8 @@ class SearchProgress:
 
 # ----------------------------------------------------------------------- handlers
 def cmd_run(args: argparse.Namespace) -> int:
+    from distill.cli import data_files_from_args
+
     from .candidate import Candidate
     from .config import ExecutorSpec, load_pipeline
     from .run import run_pipeline
@@ -91,7 +93,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pipeline = load_pipeline(args.preset, args.pipeline)
     changes: dict[str, Any] = {k: v for k, v in (("seed", args.seed), ("threads", args.threads),
-                                                 ("device", args.device)) if v is not None}
+                                                 ("device", args.device), ("task", args.task))
+                               if v is not None}
+    files = data_files_from_args(args)
+    if files is not None:
+        changes["data"] = files.to_dict()
+    if args.primitives:
+        changes["primitives"] = tuple(args.primitives)
+    if args.space:
+        changes["space"] = json.loads(args.space) if args.space.startswith("{") else args.space
     ex = {k: v for k, v in (("kind", args.executor), ("workers", args.workers),
                             ("address", args.address)) if v is not None}
     if ex:
@@ -137,8 +147,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any, parents: Parents) -> None:
     """Add ``run``, ``report`` and ``config`` to an ``add_subparsers()`` object."""
+    from distill.cli import DATA_FLAGS
+
     p = subparsers.add_parser(
-        "run", parents=[parents.runtime, parents.quiet],
+        "run", parents=[parents.runtime, parents.quiet, DATA_FLAGS],
         help="the whole job: teacher, warm-up, 3-stage search, winner vs standard FFN",
         description="Fetch/verify assets, fine-tune (or reuse) the teacher on the task, warm "
         "up the supernet, run the coarse-to-fine search, distill the winner and compare it "
@@ -164,6 +176,14 @@ def register(subparsers: Any, parents: Parents) -> None:
     p.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="parallel scorers (default: the pipeline's)")
+    p.add_argument("--task", default=None,
+                   help="a task name (movie_binary, sst2, ...); with --train-file, a GLUE task "
+                   "whose schema the files follow")
+    p.add_argument("--primitives", action="append", default=[], metavar="FILE.py|MODULE",
+                   help="import user code declaring @mlpgraph.primitive (repeatable); add them "
+                   "to the space with --space '{\"base\": \"paper\", \"add\": [\"mish\"]}'")
+    p.add_argument("--space", default=None, help="a space name, a Space JSON file, or "
+                   "'{\"base\": \"paper\", \"add\": [NAMES]}'")
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("report", help="write RUN_DIR/report/index.html",

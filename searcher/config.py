@@ -40,10 +40,13 @@ from pydantic import (
     PositiveInt,
     ValidationError,
     field_serializer,
+    field_validator,
     model_validator,
 )
 
-from mlpgraph import SPACES, Space
+import mlpgraph
+import mlpgraph.space
+from mlpgraph import Space
 
 from .candidate import Candidate, parse_ratio, uniform_candidate
 from .errors import CandidateError, SearchConfigError
@@ -205,7 +208,8 @@ class SearchConfig(Model):
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({
         "executor", "controller.evaluations", "top_k", "max_proposal_factor"})
 
-    space: str = "paper"  # a name in mlpgraph.SPACES ("paper", "wide") or a Space JSON file
+    space: str | dict[str, Any] = "paper"  # a name in mlpgraph.SPACES ("paper", "wide"), a
+    #   Space JSON file, or {"base": "paper", "add": ["mish"]} (with user primitives)
     num_layers: PositiveInt = 6  # Transformer layers; one (expression, s, ratio) gene each
     stage: Literal[1, 2, 3] = 1  # 1: expression, s and ratio; 2: expressions; 3: s and ratio
     genes: tuple[Literal["expr", "stacks", "ratio"], ...] | None = None  # overrides `stage`
@@ -216,6 +220,8 @@ class SearchConfig(Model):
                                                 population=16, sample_size=4)
     fidelity: FidelitySpec = FidelitySpec()
     executor: ExecutorSpec = ExecutorSpec(workers=1)
+    primitives: dict[str, str] = Field(default_factory=dict)  # user primitive -> digest of
+    #   its definition: a resumed search refuses changed definitions
     rank_by: str = "score"  # the scorer's metric the search ranks by (direction: see
     #                         distill.result.LOWER_IS_BETTER)
     tie_break: str | None = None  # a second metric that orders equal scores (then the id;
@@ -273,15 +279,12 @@ class SearchConfig(Model):
                       and not any(k == r or k.startswith(r + ".") for r in self.RESUMABLE))
 
 
-def resolve_space(name: str) -> Space:
-    """A space by name (``mlpgraph.SPACES``) or from a Space JSON file."""
-    if name in SPACES:
-        return SPACES[name]
-    path = Path(name)
-    if path.suffix == ".json" and path.is_file():
-        return Space.from_json(path.read_text(encoding="utf-8"))
-    raise ValueError(f"space {name!r} is neither a space name ({', '.join(sorted(SPACES))}) "
-                     "nor a Space JSON file")
+def resolve_space(value: str | dict[str, Any]) -> Space:
+    """A space: a name (``mlpgraph.SPACES``), a Space JSON file, ``{"base": "paper", "add":
+    ["mish"]}`` (a named space extended with registered primitives) or a full space record."""
+    if isinstance(value, str) and value.endswith(".json") and Path(value).is_file():
+        return Space.from_json(Path(value).read_text(encoding="utf-8"))
+    return mlpgraph.space.resolve_space(value)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -457,10 +460,16 @@ class Pipeline(Model):
     """The whole coarse-to-fine run (a preset, possibly edited)."""
 
     name: str = "quick"
-    task: str = "movie_binary"  # a task name (distill.data.TASKS)
+    task: str = "movie_binary"  # a task name (distill.data.TASKS); with ``data``, a GLUE task
+    #                             whose schema the files follow, or ignored
+    data: dict[str, Any] | None = None  # your own labelled files (distill.datafiles.DataFiles:
+    #   train_file, validation_file, test_file, text_column, label_column, ...)
+    primitives: tuple[str, ...] = ()  # user primitives: FILE.py paths or module names,
+    #                                   imported here and in every worker
     teacher: str | None = None  # base teacher model folder (None: all-MiniLM-L6-v2, fetched
     #                             by `efficientbert assets`); fine-tuned on the task once
-    space: str = "paper"
+    space: str | dict[str, Any] = "paper"  # a name, a Space JSON file, or {"base": "paper",
+    #                                         "add": ["mish"]}
     seed: int = 0
     device: str | None = None  # "cpu" or "cuda" (None: CUDA when present)
     threads: PositiveInt = 2  # torch threads of the main process (teacher, warm-ups, final
@@ -475,6 +484,20 @@ class Pipeline(Model):
     stages: list[Stage] = Field(default_factory=lambda: [Stage1(), Stage2(), Stage3()])
     executor: ExecutorSpec = ExecutorSpec()
     final: FinalSpec = FinalSpec()
+
+    @field_validator("data")
+    @classmethod
+    def _data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        from distill.datafiles import DataFiles
+
+        return None if value is None else DataFiles.from_dict(value).to_dict()
+
+    @field_validator("primitives")
+    @classmethod
+    def _primitives(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value:  # imported now: the space and the search may use them
+            mlpgraph.load_primitives(list(value))
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Pipeline:

@@ -66,9 +66,9 @@ def _budget(ctx: Context, supernet: Path, seed: int, folder: Path | None) -> Sco
     return ScoreBudget(
         supernet=str(supernet), kd_steps=fin.task_steps, batch_size=fin.batch_size, lr=fin.lr,
         label_weight=fin.label_weight, train_slice=(0, 10**9),
-        heldout_size=p.score.heldout_size, seed=seed, task=p.task, teacher=str(ctx.tuned),
+        heldout_size=p.score.heldout_size, seed=seed, task=spec.name, teacher=str(ctx.tuned),
         cache_dir=ctx.cache_dir, latency_repeats=0, device=p.device or "cpu",
-        common_noise=True, report_splits=(spec.test_splits[0],),
+        common_noise=True, report_splits=(spec.final_split,),
         fitness=tuple(str(ctx.outputs[k].folder) for k in ("heldout", "fitness")
                       if k in ctx.outputs),
         save_to=None if folder is None else str(folder))
@@ -141,11 +141,12 @@ def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, 
         models[f"fixed{i + 1}"] = Candidate(tuple(LayerGene(graph, g.stacks, g.ratio)
                                                   for g in winner.layers))
     runs = _train_all(ctx, models, supernet)
-    test = spec.test_splits[0]
+    test = spec.final_split
     metrics = ["kd_loss", "teacher_kl", *(f"{test}/{m}" for m in spec.metric_names),
                *spec.metric_names]
     flops = LatencyMeter(hidden, proxy="flops")
-    out: dict[str, Any] = {"splits": {"eval": spec.eval_splits[0], "test": test},
+    out: dict[str, Any] = {"splits": {"eval": spec.search_split or "held-out train rows",
+                                      "test": test}, "notes": list(spec.notes),
                            "metrics": list(spec.metric_names), "seeds": fin.seeds,
                            "recipe": json.loads(json.dumps(dataclasses.asdict(
                                _budget(ctx, supernet, 0, None)), default=str))}
@@ -180,8 +181,9 @@ def _teacher_row(ctx: Context) -> dict[str, Any]:
     spec = ctx.task
     ds = load_task(spec.name, ctx.cache_dir)
     tok = load_tokenizer(ctx.tuned)
-    splits = {role: encode_split(ds[name], tok, spec, spec.max_length)
-              for role, name in (("eval", spec.eval_splits[0]), ("test", spec.test_splits[0]))}
+    roles = [("test", spec.final_split)] + ([("eval", spec.search_split)]
+                                            if spec.search_split else [])
+    splits = {role: encode_split(ds[name], tok, spec, spec.max_length) for role, name in roles}
     teacher = load_teacher(ctx.tuned)
     return {"params": sum(t.numel() for t in teacher.parameters()),
             "latency_ms": measure_latency(teacher), "folder": str(ctx.tuned),

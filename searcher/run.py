@@ -31,6 +31,7 @@ try:
 except ImportError:  # not POSIX: no cross-process lock
     fcntl = None  # type: ignore[assignment]
 
+import mlpgraph
 from distill import assets as da
 from distill import teacher as dt
 from distill.data import TaskSpec, get_task_spec
@@ -38,6 +39,7 @@ from distill.encode import encode_texts
 from distill.pipeline import teacher_dims, teacher_outputs
 from distill.score import ScoreBudget, score, search_splits
 from distill.train import resolve_device as default_device
+from distill.userdata import truncation_report
 
 from .budget import derive_constraints
 from .candidate import Candidate
@@ -57,9 +59,26 @@ Bar = Callable[[Path, int, str], AbstractContextManager[Any]]  # (stage folder, 
 
 @dataclass(frozen=True)
 class KDScorer:
-    """``distill.score.score`` with ``threads`` torch threads (picklable for workers)."""
+    """``distill.score.score`` with ``threads`` torch threads, picklable for workers. A
+    worker that unpickles it first imports the user ``primitives`` and registers the task of
+    ``data`` (files), so the graphs and task names that follow resolve there too."""
 
     threads: int = 1
+    primitives: tuple[str, ...] = ()
+    data: dict[str, Any] | None = field(default=None, hash=False)
+
+    def setup(self) -> KDScorer:
+        """Import the user primitives and register the data files' task (idempotent)."""
+        if self.primitives:
+            mlpgraph.load_primitives(list(self.primitives))
+        if self.data is not None:
+            from distill.userdata import register_files
+
+            register_files(self.data)
+        return self
+
+    def __reduce__(self) -> tuple:
+        return _set_up_scorer, (self.threads, self.primitives, self.data)
 
     def __call__(self, spec: Any, budget: Any) -> Any:
         before = torch.get_num_threads()
@@ -70,6 +89,28 @@ class KDScorer:
         finally:  # inline scoring runs in the main process: leave its threads as they were
             if before != self.threads:
                 torch.set_num_threads(before)
+
+
+def _set_up_scorer(threads: int, primitives: tuple[str, ...],
+                   data: dict[str, Any] | None) -> KDScorer:
+    return KDScorer(threads, primitives, data).setup()
+
+
+def scorer_of(pipeline: Pipeline) -> KDScorer:
+    """The pipeline's scorer: one torch thread per worker, its primitives and data files."""
+    return KDScorer(1, pipeline.primitives, pipeline.data)
+
+
+def task_of(pipeline: Pipeline, cache_dir: str | None = None) -> TaskSpec:
+    """The pipeline's task: its data files (read, checked and registered now) or a name."""
+    if pipeline.data is not None:
+        from distill.userdata import register_files
+
+        return register_files(pipeline.data, cache_dir)
+    try:
+        return get_task_spec(pipeline.task)
+    except ValueError as e:
+        raise SearchConfigError("task", str(e)) from None
 
 
 @dataclass
@@ -99,14 +140,12 @@ class Context:
 
 # ------------------------------------------------------------------- before any work
 def preflight(pipeline: Pipeline, run_dir: Path, *, resume: bool, stages: list[int],
-              base: Candidate | None = None) -> tuple[TaskSpec, Any, ConstraintSpec, list[str]]:
+              base: Candidate | None = None, cache_dir: str | None = None
+              ) -> tuple[TaskSpec, Any, ConstraintSpec, list[str]]:
     """Check everything that can be checked without loading a model or writing a file:
     the task, the run folder, the stages, the constraints and every stage's search
     configuration. Returns the task, the student config and the constraints."""
-    try:
-        task = get_task_spec(pipeline.task)
-    except ValueError as e:
-        raise SearchConfigError("task", str(e)) from None
+    task = task_of(pipeline, cache_dir)
     if pipeline.teacher is not None and not (Path(pipeline.teacher) / "config.json").is_file():
         raise SearchConfigError("teacher", f"{pipeline.teacher} is not a model folder (no "
                                 "config.json); give a folder saved by save_pretrained")
@@ -151,8 +190,10 @@ def check_folder(pipeline: Pipeline, run_dir: Path, resume: bool) -> None:
 def search_config(pipeline: Pipeline, spec: StageBase, base: Candidate | None,
                   constraints: ConstraintSpec, budget: ScoreBudget | None) -> SearchConfig:
     """The search of one stage: the pipeline's pieces composed, nothing copied by hand."""
-    task = get_task_spec(pipeline.task)
+    task = task_of(pipeline)
+    prims = mlpgraph.load_primitives(list(pipeline.primitives)) if pipeline.primitives else []
     return SearchConfig(
+        primitives={p.name: mlpgraph.primitive_digest(p) for p in prims},
         space=pipeline.space, num_layers=pipeline.student.num_layers, stage=spec.stage,
         base=None if spec.stage == 1 or base is None else base.to_dict(),
         constraints=constraints, controller=spec.controller, fidelity=spec.fidelity,
@@ -171,12 +212,13 @@ def prepare(ctx: Context) -> None:
         da.fetch_assets(assets, cache, progress=ctx.progress)
     ctx.timed("assets", t0)
     t0 = time.perf_counter()
-    reused = dt.is_finetuned(dt.finetuned_teacher_dir(p.task, p.teacher, cache_dir=cache)[0])
+    name = ctx.task.name
+    reused = dt.is_finetuned(dt.finetuned_teacher_dir(name, p.teacher, cache_dir=cache)[0])
     ctx.log("teacher: " + ("reusing the cached fine-tuned teacher" if reused else
                            "fine-tuning the teacher once (cached for later runs)"))
     root = Path(cache).expanduser() if cache else da.default_cache_dir()
     with cache_lock(root):
-        ctx.tuned = dt.finetune_teacher(p.task, p.teacher, cache_dir=cache, device=p.device,
+        ctx.tuned = dt.finetune_teacher(name, p.teacher, cache_dir=cache, device=p.device,
                                         progress=ctx.progress)
     ctx.base_teacher = Path(p.teacher) if p.teacher else da.ensure_asset("teacher", cache)
     ctx.timed("teacher", t0)
@@ -184,7 +226,14 @@ def prepare(ctx: Context) -> None:
                            "eval": dt.teacher_info(ctx.tuned).get("metrics", {})}
     t0, since = time.perf_counter(), time.time()
     spec, tok = ctx.task, dt.load_tokenizer(ctx.tuned)
-    ds = dt.load_task(p.task, cache)
+    ds = dt.load_task(name, cache)
+    cut = truncation_report(spec, tok, cache, spec.max_length)
+    ctx.info["task"] = {
+        "name": spec.name, "final_split": spec.final_split, "search_split": spec.search_split,
+        "metrics": list(spec.metric_names), "max_length": spec.max_length,
+        "notes": list(spec.notes), "truncated": {
+            k: {"rows": t.rows, "truncated": t.truncated, "longest": t.longest}
+            for k, t in cut.items()}}
     train, held = search_splits(ds, spec, tok, spec.max_length, p.score.heldout_size)
     held = held.subset(np.arange(min(p.score.heldout_size, len(held))))
     warm, fit = split_unlabeled(ds, spec, cache, p.unlabeled_limit, p.score.fitness_rows)
@@ -254,7 +303,7 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
     budget = ScoreBudget(
         supernet=str(supernet), kd_steps=spec.kd_steps, batch_size=sc.batch_size, lr=sc.lr,
         train_slice=sc.train_slice, heldout_size=sc.heldout_size, seed=p.seed,
-        no_training=spec.no_training, task=p.task, teacher=str(ctx.tuned),
+        no_training=spec.no_training, task=ctx.task.name, teacher=str(ctx.tuned),
         cache_dir=ctx.cache_dir, latency_repeats=sc.latency_repeats,
         device=str(default_device(p.device)), common_noise=sc.common_noise,
         fitness=tuple(str(ctx.outputs[k].folder) for k in ("heldout", "fitness")
@@ -264,7 +313,7 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
     (folder / "search_config.json").write_text(json.dumps(cfg.dump(), indent=2) + "\n")
     t0 = time.perf_counter()
     with ctx.search_bar(folder, spec.controller.evaluations, f"stage {spec.stage} search"):
-        result = run_search(cfg, KDScorer(1), folder, resume=(folder / FILENAME).exists())
+        result = run_search(cfg, scorer_of(p), folder, resume=(folder / FILENAME).exists())
     if not result.best:
         raise SearchError(f"stage {spec.stage}: no candidate was scored successfully "
                           f"({result.stopped}); the errors are in {folder / FILENAME}")
@@ -305,7 +354,8 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
     run_dir = Path(run_dir)
     numbers = stages or [s.stage for s in pipeline.stages]
     task, student, constraints, seeds = preflight(pipeline, run_dir, resume=resume,
-                                                  stages=numbers, base=base)
+                                                  stages=numbers, base=base,
+                                                  cache_dir=cache_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / FAILED).unlink(missing_ok=True)
     ctx = Context(pipeline, run_dir, task, student, constraints, seeds, cache_dir, progress,

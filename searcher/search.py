@@ -382,7 +382,14 @@ def run_search(config: SearchConfig, scorer: Scorer, run_dir: str | Path, resume
         if stored is None:
             journal.set_meta("config", json.dumps(config.dump()))
         else:
-            diff = config.differences(json.loads(stored))
+            old = json.loads(stored)
+            diff = config.differences(old)
+            changed = [k.split(".", 1)[1] for k in diff if k.startswith("primitives.")]
+            if changed:
+                raise JournalError(
+                    f"{path}: the definition of user primitive(s) {', '.join(changed)} changed "
+                    "since this search started (their source digests differ); restore the "
+                    "original definitions, or start a new run folder")
             if diff:
                 raise JournalError(f"{path} was started with a different configuration (fields "
                                    f"{', '.join(diff)} differ); resume with the original "

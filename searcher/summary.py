@@ -88,8 +88,14 @@ def summarize(results: dict[str, Any]) -> Summary:
     t = results.get("timings", {})
     teacher, caches = results.get("teacher", {}), results.get("caches", {})
     out = Summary()
+    task = results.get("task", {})
+    cuts = ", ".join(f"{k} {v['truncated']}/{v['rows']}"
+                     for k, v in task.get("truncated", {}).items())
     out.facts = [
         ("run folder", str(results.get("run_dir", ""))),
+        *([("task", f"{task['name']}: metrics {', '.join(task['metrics'])}; final split "
+                    f"{task['final_split']}; rows cut at {task['max_length']} tokens: {cuts}"
+                    + "".join(f"; {n}" for n in task.get("notes", [])))] if task else []),
         ("teacher", f"{'reused from the cache' if teacher.get('reused') else 'fine-tuned now'}"
                     f" ({t.get('teacher', 0):.0f} s) {teacher.get('folder', '')}"),
         ("caches", f"teacher outputs {'reused' if caches.get('reused') else 'computed'} "
