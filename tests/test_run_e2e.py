@@ -108,3 +108,68 @@ def test_a_run_that_fails_later_is_marked_failed(tmp_path, tiny_task, teacher_di
     assert (out / "stage1" / "stage.json").is_file() and not (out / "results.json").exists()
     with pytest.raises(Exception, match="already holds a run"):
         run_pipeline(p, out, stages=[1], progress=False)
+
+
+PRIMITIVE = '''
+import sympy
+import torch
+
+import mlpgraph
+
+
+@mlpgraph.primitive(sympy=lambda a: sympy.tanh(a) ** 3, tags={"activation"}, flops=4)
+def tanh_cubed(a):
+    return torch.tanh(a) ** {power}
+'''
+
+
+def _csv(path, n: int, seed: int) -> str:
+    from conftest import sentences
+
+    texts, labels = sentences(n, seed)
+    rows = ["sentence,label"] + [f'"{t}",{"positive" if y else "negative"}'
+                                 for t, y in zip(texts, labels, strict=True)]
+    path.write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_user_files_and_a_user_primitive_end_to_end(tmp_path, teacher_dir):
+    """A CSV task and a primitive defined in a file of its own, searched with: the primitive
+    appears in evaluated candidates and the report; a resume after its definition changed is
+    refused, naming it."""
+    import subprocess
+    import sys
+
+    prim = tmp_path / "my_prims.py"
+    prim.write_text(PRIMITIVE.replace("{power}", "3"))
+    data = {"train_file": _csv(tmp_path / "train.csv", 200, 1),
+            "test_file": _csv(tmp_path / "test.csv", 40, 3), "max_length": 16}
+    ctl = ControllerSpec(kind="random", evaluations=8, proposals_per_step=2)
+    p = tiny_pipeline("movie_binary", teacher_dir).but(
+        data=data, primitives=[str(prim)], space={"base": "paper", "add": ["tanh_cubed"]},
+        stages=[Stage1(controller=ctl, kd_steps=1).dump()], final={"task_steps": 2,
+                                                                  "batch_size": 8, "seeds": 2})
+    run = tmp_path / "run"
+    res = run_pipeline(p, run, stages=[1], cache_dir=str(tmp_path / "cache"), progress=False,
+                       log=lambda s: None)
+    assert res["task"]["final_split"] == "test" and res["task"]["search_split"] == "validation"
+    from searcher.journal import Journal
+
+    with Journal.in_folder(run / "stage1") as j:
+        rows = [r for r in j.read_all() if r.status == "evaluated"]
+    uses = [r for r in rows if "tanh_cubed" in json.dumps(r.candidate)]
+    assert uses, "the user primitive never reached an evaluated candidate"
+    assert "tanh_cubed" in (run / "report" / "index.html").read_text()
+    labels = json.loads((run / "winner" / "labels.json").read_text())
+    assert labels == {"label_names": ["negative", "positive"]}  # the files' classes, sorted
+    # resume with a changed definition: refused, naming the primitive (a fresh process)
+    (run / "stage1" / "stage.json").unlink()
+    prim.write_text(PRIMITIVE.replace("{power}", "3 * 1.0 + 0"))
+    pipe = tmp_path / "pipeline.json"
+    pipe.write_text((run / "pipeline.json").read_text())
+    out = subprocess.run([sys.executable, "-m", "searcher.cli", "run", "--pipeline", str(pipe),
+                          "--out", str(run), "--resume", "--stages", "1", "--quiet",
+                          "--cache-dir", str(tmp_path / "cache")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "user primitive(s) tanh_cubed changed" in out.stderr
