@@ -34,7 +34,7 @@ from .errors import JournalError
 
 FILENAME = "journal.sqlite"
 _EVAL_COLUMNS = "rung, rep, status, score, result, error, started_at, finished_at, worker"
-FORMAT = "efficientbert.journal/2"
+FORMAT = "efficientbert.journal/3"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -200,7 +200,7 @@ def lineage_panels(sections: list[Section],
             continue
         nodes: dict[str, DagNode] = {}
         edges: list[DagEdge] = []
-        todo = [w.candidate_id]
+        todo, cycles = [w.candidate_id], 0
         while todo and len(nodes) < limit:
             cid = todo.pop()
             if cid in nodes or cid not in by_id:
@@ -214,17 +214,36 @@ def lineage_panels(sections: list[Section],
                               for m in r.lineage.get("mutations", [])) or \
                 r.lineage.get("origin", "")
             for parent in r.lineage.get("parents", []):
-                if parent in by_id:
-                    edges.append(DagEdge(f"{si}:{parent}", f"{si}:{cid}", label))
-                    todo.append(parent)
+                if parent not in by_id:
+                    continue
+                if _reaches(edges, f"{si}:{cid}", f"{si}:{parent}"):
+                    cycles += 1  # an id met again (same structure) would close a loop
+                    continue
+                edges.append(DagEdge(f"{si}:{parent}", f"{si}:{cid}", label))
+                todo.append(parent)
         beyond = sorted({e.src.split(":", 1)[1] for e in edges} - nodes.keys())
         stubs = [DagNode(f"{si}:{cid}", cid[:8], fill="#ffffff") for cid in beyond]
-        panels.append(DagPanel(list(nodes.values()) + stubs, edges, sec.name))
+        notes = [f"{cycles} edge(s) back to a descendant omitted (a candidate proposed again "
+                 "after its own offspring)"] if cycles else []
+        panels.append(DagPanel(list(nodes.values()) + stubs, edges, sec.name, notes))
         if prev is not None and prev[1] in nodes:
             links.append(DagEdge(f"{prev[0]}:{prev[1]}", f"{si}:{prev[1]}",
                                  f"base of {sec.name}", dashed=True))
         prev = (si, w.candidate_id)
     return panels, links
+
+
+def _reaches(edges: list[DagEdge], start: str, goal: str) -> bool:
+    """Whether ``goal`` is ``start`` or below it along ``edges`` (parent -> child)."""
+    todo, seen = [start], set()
+    while todo:
+        v = todo.pop()
+        if v == goal:
+            return True
+        if v not in seen:
+            seen.add(v)
+            todo += [e.dst for e in edges if e.src == v]
+    return False
 
 
 def lineage_dot(sections: list[Section], limit: int = 40) -> str:

@@ -373,7 +373,12 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
         from .report import write_report
 
         t0 = time.perf_counter()
-        out["report"] = str(write_report(run_dir))
+        try:
+            out["report"] = str(write_report(run_dir))
+        except Exception as e:  # noqa: BLE001 - the results stand; the report can be redone
+            out["report_error"] = f"{type(e).__name__}: {e}"
+            log(f"warning: the report failed ({out['report_error']}); the results are in "
+                f"{run_dir / RESULTS}; retry with `efficientbert report {run_dir}`")
         ctx.timed("report", t0)
         (run_dir / RESULTS).write_text(json.dumps(out, indent=2, default=str) + "\n")
     return out
