@@ -229,3 +229,24 @@ def test_report_command_exit_codes(synthetic_run, tmp_path, capsys):
     assert main(["report", str(synthetic_run)]) == 0
     assert main(["report", str(tmp_path)]) == 2
     assert "no search journal" in capsys.readouterr().err
+
+
+def test_lineage_with_a_loop_is_drawn_without_it(tmp_path):
+    """A candidate proposed again after its own offspring (same id) would close a loop; the
+    drawing omits that edge and says so."""
+    from searcher.journal import Evaluation, JournalRow
+    from searcher.report import Section
+
+    def row(cid: str, parents: list[str], score: float) -> JournalRow:
+        cand = {"layers": [], "lineage": {"origin": "mutation", "parents": parents,
+                                          "mutations": [{"name": "insert_unary", "layer": 0}]}}
+        ev = Evaluation(0, "ok", score=score)
+        return JournalRow(0, 0, cid, cand, "evaluated", None, 1, 1.0, score, 0, [ev], 0.0, 1.0)
+
+    sec = Section("stage 1", tmp_path, [row("aaaa", ["bbbb"], 0.9), row("bbbb", ["aaaa"], 0.5)],
+                  [], {"rank_by": "accuracy"}, {})
+    panels, _ = lineage_panels([sec])
+    assert [(e.src, e.dst) for e in panels[0].edges] == [("0:bbbb", "0:aaaa")]
+    assert "1 edge(s) back to a descendant omitted" in panels[0].notes[0]
+    out = draw_lineage([sec], tmp_path / "loop.svg")
+    assert "omitted" in " ".join(svg_texts(out))
