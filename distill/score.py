@@ -241,9 +241,10 @@ def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResu
         steps, diverged, train_loss = result.steps, result.diverged, result.final_loss
     metrics: dict[str, float] = {}
     if not diverged:
-        metrics = evaluate(student, held, spec.metric_names, is_regression=spec.is_regression,
-                           batch_size=budget.eval_batch_size, device=budget.device)
-        metrics.update(_kd_fitness(student, kd, budget))
+        metrics = _kd_fitness(student, kd, budget, spec.metric_names)
+        if not metrics:  # no fitness caches: the task metrics on the held-out split
+            metrics = evaluate(student, held, spec.metric_names, is_regression=spec.is_regression,
+                               batch_size=budget.eval_batch_size, device=budget.device)
         metrics.update(_reported(student, budget, teacher, data))
         diverged = not all(map(math.isfinite, metrics.values()))
     if budget.save_to is not None and not diverged:
@@ -272,9 +273,11 @@ def _reported(student: nn.Module, budget: ScoreBudget, teacher: Path,
     return out
 
 
-def _kd_fitness(student: nn.Module, kd: KDLoss | None, budget: ScoreBudget) -> dict[str, float]:
+def _kd_fitness(student: nn.Module, kd: KDLoss | None, budget: ScoreBudget,
+                metric_names: tuple[str, ...]) -> dict[str, float]:
     """``kd_loss``, its terms and ``teacher_kl`` on the held-out fitness rows (row-weighted
-    over the caches of ``budget.fitness``); {} without fitness caches."""
+    over the caches of ``budget.fitness``), and the task metrics on the first cache (the
+    labelled held-out rows) from the same forward pass; {} without fitness caches."""
     if not budget.fitness:
         return {}
     caches = [TeacherOutputs(f) for f in budget.fitness]
@@ -283,9 +286,12 @@ def _kd_fitness(student: nn.Module, kd: KDLoss | None, budget: ScoreBudget) -> d
         if budget.supernet is not None:
             load_fit_dense(kd, budget.supernet)
     parts = [(len(c), evaluate_kd(student, c, kd, batch_size=budget.eval_batch_size,
-                                  device=budget.device)) for c in caches]
+                                  device=budget.device,
+                                  metric_names=metric_names if i == 0 else ()))
+             for i, c in enumerate(caches)]
     total = sum(n for n, _ in parts)
-    return {k: sum(n * m[k] for n, m in parts) / total for k in parts[0][1]}
+    out = {k: sum(n * m[k] for n, m in parts) / total for k in parts[-1][1]}
+    return {**{m: parts[0][1][m] for m in (*metric_names, "score") if m in parts[0][1]}, **out}
 
 
 def clear_caches() -> None:

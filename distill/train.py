@@ -430,22 +430,26 @@ def evaluate(model: nn.Module, data: EncodedTexts, metric_names: Sequence[str], 
 
 @torch.no_grad()
 def evaluate_kd(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, *, batch_size: int = 128,
-                device: str | torch.device | None = None) -> dict[str, float]:
+                device: str | torch.device | None = None,
+                metric_names: Sequence[str] = ()) -> dict[str, float]:
     """The KD objective on ``teacher.inputs`` in eval mode (no dropout): ``kd_loss`` is the
     weighted total of ``kd_loss``'s terms (the same terms and weights as training), each term
     is ``kd_<term>``, and ``teacher_kl`` the mean KL from the teacher's output distribution to
     the student's (for regression, unit-variance Gaussians: ``(s - t)^2 / 2``). Batches hold
-    rows of similar length in a fixed order, so two models are scored on the same batches."""
+    rows of similar length in a fixed order, so two models are scored on the same batches.
+    ``metric_names``: also the task metrics against the inputs' labels (the same forward)."""
     device = resolve_device(device)
     model.to(device).eval()
     kd_loss.to(device).eval()
     data = teacher.inputs
     order = np.argsort(data.lengths, kind="stable")
     sums: dict[str, float] = {}
+    logits = []
     for i in range(0, len(order), batch_size):
         rows = order[i:i + batch_size]
         batch = data.batch(rows, device)
         out = model(**model_inputs(model, batch))
+        logits.append(out.logits.float().cpu().numpy())
         targets = _fill_padding(kd_loss, out, teacher.targets(rows, batch),
                                 batch["attention_mask"])
         terms = kd_loss(out, targets, batch["attention_mask"])
@@ -456,7 +460,15 @@ def evaluate_kd(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, *, batch_si
                                                    kd_loss.is_regression).sum())
         for k, v in part.items():
             sums[k] = sums.get(k, 0.0) + v
-    return {k: v / len(order) for k, v in sums.items()}
+    out = {k: v / len(order) for k, v in sums.items()}
+    if metric_names:
+        if data.labels is None:
+            raise TrainingError("metric_names need labelled inputs; these rows have none")
+        ordered = np.empty((len(order), logits[0].shape[1]), dtype=np.float32)
+        ordered[order] = np.concatenate(logits)
+        out.update(compute_metrics(metric_names, to_predictions(ordered, kd_loss.is_regression),
+                                   data.labels))
+    return out
 
 
 def _teacher_kl(student: torch.Tensor, teacher: torch.Tensor,

@@ -41,6 +41,7 @@ from distill.train import (
     TrainConfig,
     _fill_padding,
     distill,
+    evaluate,
     evaluate_kd,
     finetune,
     general_distill,
@@ -218,6 +219,9 @@ def test_evaluate_kd_against_one_plain_batch(teacher_dir, encoded):
     pt = np.exp(t_log - t_log.max(1, keepdims=True))
     pt /= pt.sum(1, keepdims=True)
     assert whole["teacher_kl"] == pytest.approx((pt * np.log(pt / ps)).sum(1).mean(), rel=1e-4)
+    with_metrics = evaluate_kd(student, live, kd, batch_size=5, metric_names=("accuracy", "f1"))
+    plain = evaluate(student, encoded, ("accuracy", "f1"))  # the same forward, reordered
+    assert {k: with_metrics[k] for k in plain} == pytest.approx(plain)
     small = evaluate_kd(student, live, kd, batch_size=5)  # other batches, same kind of number
     assert small["teacher_kl"] == pytest.approx(whole["teacher_kl"], rel=1e-4)
     assert small["kd_loss"] == pytest.approx(whole["kd_loss"], rel=0.5)
