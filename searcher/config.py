@@ -358,7 +358,7 @@ class ScoreSpec(Model):
 
     train_slice: tuple[NonNegativeInt, PositiveInt] = (0, 3200)
     heldout_size: PositiveInt = 1000
-    fitness_rows: NonNegativeInt = 1000  # held-out unlabeled sentences for the KD fitness
+    fitness_rows: NonNegativeInt = 500  # held-out unlabeled sentences for the KD fitness
     batch_size: PositiveInt = 32  # KD minibatch
     lr: Annotated[float, Field(gt=0)] = 4e-4
     rank_by: str | None = "kd_loss"  # the metric the search ranks by (None: the task's
@@ -376,7 +376,7 @@ class WarmupSpec(Model):
     Every step trains one random sub-network inside the parameter window."""
 
     general_steps: NonNegativeInt = 300
-    task_steps: NonNegativeInt = 600
+    task_steps: NonNegativeInt = 500
     general_lr: Annotated[float, Field(gt=0)] = 5e-4
     task_lr: Annotated[float, Field(gt=0)] = 4e-4
     batch_size: PositiveInt = 32  # KD minibatch
@@ -410,8 +410,9 @@ class Stage1(StageBase):
     feasible ``(s, ratio)``."""
 
     stage: Literal[1] = 1
+    controller: ControllerSpec = ControllerSpec(evaluations=16)
     fidelity: FidelitySpec = FidelitySpec(
-        rungs=(Rung(steps=40), Rung(steps=150, keep=8), Rung(steps=300, keep=3, seeds=2)),
+        rungs=(Rung(steps=30), Rung(steps=100, keep=4), Rung(steps=150, keep=2, seeds=2)),
         confirm_seeds=2, control="promoted")
 
 
@@ -419,9 +420,9 @@ class Stage2(StageBase):
     """Fine, expressions only; ``s`` and ratio from stage 1's winner, which is the seed."""
 
     stage: Literal[2] = 2
-    controller: ControllerSpec = ControllerSpec(evaluations=16)
+    controller: ControllerSpec = ControllerSpec(evaluations=12)
     fidelity: FidelitySpec = FidelitySpec(
-        rungs=(Rung(steps=40), Rung(steps=150, keep=6), Rung(steps=300, keep=2, seeds=2)),
+        rungs=(Rung(steps=30), Rung(steps=100, keep=4), Rung(steps=150, keep=2, seeds=2)),
         confirm_seeds=2, control="all")
 
 
@@ -430,9 +431,9 @@ class Stage3(StageBase):
     training through the re-warmed weight-sharing supernet."""
 
     stage: Literal[3] = 3
-    controller: ControllerSpec = ControllerSpec(evaluations=40, population=12)
+    controller: ControllerSpec = ControllerSpec(evaluations=24)
     kd_steps: NonNegativeInt = 0
-    rewarm: WarmupSpec | None = WarmupSpec(general_steps=100, task_steps=300, own_share=0.5)
+    rewarm: WarmupSpec | None = WarmupSpec(general_steps=100, task_steps=200, own_share=0.5)
 
 
 Stage = Annotated[Stage1 | Stage2 | Stage3, Field(discriminator="stage")]
@@ -443,7 +444,7 @@ class FinalSpec(Model):
     the test split. ``init``: "warmup" (both inherit the first warm-up supernet) or "last"
     (the last stage's supernet)."""
 
-    task_steps: PositiveInt = 500
+    task_steps: PositiveInt = 300
     lr: Annotated[float, Field(gt=0)] = 1e-3  # bench_distill's tuned task-KD rate
     batch_size: PositiveInt = 32
     label_weight: NonNegativeFloat = 1.0  # hard-label loss added to task KD (0: pure KD)
