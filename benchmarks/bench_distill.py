@@ -31,6 +31,7 @@ from common import summary, wait_for_others  # benchmarks/common.py
 from distill.config import StudentConfig
 from distill.data import get_task_spec
 from distill.encode import encode_split
+from distill.loop import TrainConfig
 from distill.student import Student, count_parameters
 from distill.teacher import (
     finetune_teacher,
@@ -40,7 +41,7 @@ from distill.teacher import (
     load_tokenizer,
     teacher_info,
 )
-from distill.train import TrainConfig, evaluate, finetune
+from distill.train import evaluate, finetune
 
 TASK = "movie_binary"
 FFN = "W2(gelu(W1(x)))"

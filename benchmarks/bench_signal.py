@@ -44,9 +44,9 @@ from distill.teacher_cache import TeacherOutputs
 from distill.train import evaluate_kd
 from mlpgraph.paper import PAPER_EXPRESSIONS, STANDARD_FFN
 from searcher.candidate import Candidate, LayerGene
-from searcher.config import quick_preset
 from searcher.graphedit import Grower
 from searcher.run import Context, KDScorer, preflight, prepare
+from searcher.run_config import quick_preset
 from searcher.warmup import warm_supernet
 from searcher.workers import Task, make_executor
 

@@ -30,6 +30,7 @@ from torch import nn
 from .assets import offline_env
 from .config import StudentConfig
 from .encode import EncodedTexts, encode_split, encode_texts
+from .loop import TrainConfig, TrainResult
 from .losses import KDLoss, KDWeights
 from .predict import save_label_names
 from .student import Student, count_parameters
@@ -43,7 +44,7 @@ from .teacher import (
 )
 from .teacher import teacher_dims as _dims_of_config
 from .teacher_cache import TeacherOutputs, cache_teacher_outputs
-from .train import Sampler, TrainConfig, TrainResult, distill, evaluate, load_fit_dense
+from .train import Sampler, distill, evaluate, load_fit_dense
 from .train import save_fit_dense as _save_fit_dense
 
 FitDense = Mapping[str, torch.Tensor] | str | Path | None

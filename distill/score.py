@@ -43,6 +43,7 @@ from .config import LayerSpec, as_layer_spec
 from .data import get_task_spec
 from .encode import EncodedTexts, encode_split
 from .errors import ConfigError, TeacherError
+from .loop import TrainConfig
 from .losses import KDLoss, KDWeights
 from .pipeline import Phase, kd_layers, kd_phase, save_student, teacher_dims, teacher_outputs
 from .result import ScoreResult
@@ -56,7 +57,7 @@ from .teacher import (
     load_tokenizer,
 )
 from .teacher_cache import TeacherOutputs
-from .train import TrainConfig, evaluate, evaluate_kd, load_fit_dense
+from .train import evaluate, evaluate_kd, load_fit_dense
 
 _SUPERNETS: dict[tuple, Supernet] = {}
 _SPLITS: dict[tuple, tuple[EncodedTexts, EncodedTexts]] = {}

@@ -29,8 +29,9 @@ from .assets import default_cache_dir, ensure_asset, offline_env
 from .data import get_task_spec
 from .encode import EncodedTexts, encode_split
 from .errors import TeacherError, TrainingError
-from .train import MASK_FILL, TrainConfig, evaluate, finetune
-from .train import model_inputs as _inputs
+from .loop import TrainConfig
+from .loop import model_inputs as _inputs
+from .train import MASK_FILL, evaluate, finetune
 
 _QK_NAMES = (("query", "key"), ("q", "k"), ("q_lin", "k_lin"))
 _DONE = "teacher.json"

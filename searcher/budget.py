@@ -21,12 +21,15 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import mlpgraph
 
 from .candidate import Candidate, LayerGene, graph_key, seed_candidates
-from .config import ConstraintSpec, Pipeline, resolve_space
+from .config import ConstraintSpec, resolve_space
+
+if TYPE_CHECKING:
+    from .run_config import Pipeline
 from .errors import SearchConfigError
 
 T = TypeVar("T")

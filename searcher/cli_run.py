@@ -87,8 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from distill.cli import data_files_from_args
 
     from .candidate import Candidate
-    from .config import ExecutorSpec, load_pipeline
+    from .config import ExecutorSpec
     from .run import run_pipeline
+    from .run_config import load_pipeline
     from .summary import print_summary
 
     pipeline = load_pipeline(args.preset, args.pipeline)
@@ -136,7 +137,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from .config import load_pipeline, pipeline_schema
+    from .run_config import load_pipeline, pipeline_schema
 
     if args.schema:
         print(json.dumps(pipeline_schema(), indent=2))

@@ -36,17 +36,18 @@ from distill import assets as da
 from distill import teacher as dt
 from distill.data import TaskSpec, get_task_spec
 from distill.encode import encode_texts
+from distill.loop import resolve_device as default_device
 from distill.pipeline import teacher_dims, teacher_outputs
 from distill.score import ScoreBudget, score, search_splits
-from distill.train import resolve_device as default_device
 from distill.userdata import truncation_report
 
 from .budget import derive_constraints
 from .candidate import Candidate
-from .config import ConstraintSpec, Pipeline, SearchConfig, StageBase
+from .config import ConstraintSpec, SearchConfig
 from .errors import RunFolderError, SearchConfigError, SearchError
 from .final import final_compare
 from .journal import FILENAME
+from .run_config import Pipeline, StageBase
 from .search import run_search
 from .warmup import warm_supernet
 

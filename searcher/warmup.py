@@ -20,19 +20,20 @@ from typing import TYPE_CHECKING
 import torch
 
 import mlpgraph
+from distill.loop import TrainConfig
 from distill.losses import KDWeights
 from distill.pipeline import Phase, kd_phase, save_student
 from distill.supernet import Supernet
 from distill.teacher import load_teacher
-from distill.train import TrainConfig
 from mlpgraph import Graph, Space
 from mlpgraph.paper import PAPER_EXPRESSIONS, STANDARD_FFN
 
 from .budget import ParamCounter
 from .candidate import Candidate, LayerGene
-from .config import WarmupSpec, resolve_space
+from .config import resolve_space
 from .errors import SearchError
 from .graphedit import Grower
+from .run_config import WarmupSpec
 
 if TYPE_CHECKING:
     from .run import Context

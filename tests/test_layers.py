@@ -37,7 +37,7 @@ def test_layer_direction(package):
 # its one result record (distill.result); only the job's orchestration (run.py: teacher and
 # caches, warmup.py: supernet warm-up, final.py: the final comparison) uses KD directly.
 SEARCH_MAY_USE = {"distill.config", "distill.student", "distill.errors", "distill.cli",
-                  "distill.result"}
+                  "distill.result", "distill.datafiles"}  # configs, records, the CLI's flags
 ORCHESTRATION = {"run.py", "warmup.py", "final.py"}
 
 

@@ -14,11 +14,12 @@ from searcher.budget import ParamCounter, derive_constraints
 from searcher.candidate import Candidate
 from searcher.cli import build_parser, main
 from searcher.cli_run import parse_stages
-from searcher.config import (
+from searcher.config import ControllerSpec, SearchConfig
+from searcher.errors import SearchConfigError
+from searcher.run import search_config
+from searcher.run_config import (
     BudgetSpec,
-    ControllerSpec,
     Pipeline,
-    SearchConfig,
     Stage1,
     Stage2,
     Stage3,
@@ -28,8 +29,6 @@ from searcher.config import (
     pipeline_schema,
     quick_preset,
 )
-from searcher.errors import SearchConfigError
-from searcher.run import search_config
 from searcher.warmup import supernet_sampler
 
 

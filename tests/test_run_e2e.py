@@ -9,13 +9,11 @@ import pytest
 
 from searcher import run as run_module
 from searcher.cli import main
-from searcher.config import (
-    ControllerSpec,
-    ExecutorSpec,
-    FidelitySpec,
+from searcher.config import ControllerSpec, ExecutorSpec, FidelitySpec, Rung
+from searcher.run import run_pipeline
+from searcher.run_config import (
     FinalSpec,
     Pipeline,
-    Rung,
     ScoreSpec,
     Stage1,
     Stage2,
@@ -23,7 +21,6 @@ from searcher.config import (
     StudentShape,
     WarmupSpec,
 )
-from searcher.run import run_pipeline
 
 TINY_WARMUP = WarmupSpec(general_steps=4, task_steps=4, batch_size=8)
 

@@ -156,7 +156,7 @@ def test_pareto_front_in_result(tmp_path):
 def test_configuration_errors(tmp_path):
     with pytest.raises(SearchConfigError, match=r"^controller\.kind: .*'evolution'"):
         small_config(controller="lightgbm")
-    with pytest.raises(SearchConfigError, match="space 'nope' is neither"):
+    with pytest.raises(SearchConfigError, match="unknown space 'nope' \\(known: paper, wide\\)"):
         small_config(space="nope")
     with pytest.raises(SearchConfigError, match="sample_size"):
         run_search(small_config(sample_size=50), toy_score, tmp_path / "y")

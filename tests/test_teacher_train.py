@@ -21,6 +21,7 @@ from transformers import (
 
 from distill.config import StudentConfig
 from distill.encode import EncodedTexts, batch_order, encode_texts
+from distill.loop import TrainConfig, train_loop
 from distill.losses import KDLoss, KDWeights
 from distill.score import ScoreBudget, clear_caches, score
 from distill.student import Student
@@ -38,7 +39,6 @@ from distill.teacher import (
 )
 from distill.teacher_cache import cache_teacher_outputs
 from distill.train import (
-    TrainConfig,
     _fill_padding,
     distill,
     evaluate,
@@ -47,7 +47,6 @@ from distill.train import (
     general_distill,
     random_sampler,
     save_fit_dense,
-    train_loop,
 )
 
 FFN = "W2(gelu(W1(x)))"
