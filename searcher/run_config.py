@@ -301,17 +301,26 @@ def full_preset() -> Pipeline:
     """For a real machine (many cores or a GPU): 6 layers with the paper's 3-gram embedding,
     longer warm-ups and KD runs, a few hundred evaluations per stage."""
     wide = {"population": 48, "sample_size": 8, "proposals_per_step": 8}
+
+    def halving(keep: tuple[int, int]) -> FidelitySpec:
+        return FidelitySpec(rungs=(Rung(steps=300), Rung(steps=1000, keep=keep[0]),
+                                   Rung(steps=2500, keep=keep[1], seeds=3)),
+                            confirm_seeds=3, control="promoted")
+
     return Pipeline(
         name="full", threads=4, unlabeled_limit=None, executor=ExecutorSpec(workers=4),
         student=StudentShape(num_layers=6, hidden=264, embedding_size=128, trigram=True),
-        score=ScoreSpec(train_slice=(0, 8000), heldout_size=1012),
+        score=ScoreSpec(train_slice=(0, 8000), heldout_size=1012, fitness_rows=3000),
         warmup=WarmupSpec(general_steps=20_000, task_steps=4_000),
-        stages=[Stage1(controller=ControllerSpec(evaluations=300, **wide), kd_steps=500),
+        stages=[Stage1(controller=ControllerSpec(evaluations=300, **wide),
+                       fidelity=halving((32, 6))),
                 Stage2(controller=ControllerSpec(evaluations=200, population=32, sample_size=6,
-                                                 proposals_per_step=8), kd_steps=500),
+                                                 proposals_per_step=8),
+                       fidelity=halving((24, 4))),
                 Stage3(controller=ControllerSpec(evaluations=500, **wide),
-                       rewarm=WarmupSpec(general_steps=10_000, task_steps=4_000))],
-        final=FinalSpec(task_steps=5_000, lr=2e-4))
+                       rewarm=WarmupSpec(general_steps=10_000, task_steps=4_000,
+                                         own_share=0.5))],
+        final=FinalSpec(task_steps=5_000, lr=5e-4, seeds=5))
 
 
 PRESETS: dict[str, Callable[[], Pipeline]] = {"quick": quick_preset, "full": full_preset}
