@@ -140,40 +140,44 @@ def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, 
         graph = parse(expr)
         models[f"fixed{i + 1}"] = Candidate(tuple(LayerGene(graph, g.stacks, g.ratio)
                                                   for g in winner.layers))
-    runs = _train_all(ctx, models, supernet)
+    same = {n: next(m for m in models if models[m].id == c.id) for n, c in models.items()}
+    runs = _train_all(ctx, {n: models[n] for n in dict.fromkeys(same.values())}, supernet)
+    runs.update({n: runs[m] for n, m in same.items()})  # one model trained once
     test = spec.final_split
     metrics = ["kd_loss", "teacher_kl", *(f"{test}/{m}" for m in spec.metric_names),
                *spec.metric_names]
     flops = LatencyMeter(hidden, proxy="flops")
     out: dict[str, Any] = {"splits": {"eval": spec.search_split or "held-out train rows",
                                       "test": test}, "notes": list(spec.notes),
+                           "same_as": {n: m for n, m in same.items() if n != m},
                            "metrics": list(spec.metric_names), "seeds": fin.seeds,
                            "recipe": json.loads(json.dumps(dataclasses.asdict(
                                _budget(ctx, supernet, 0, None)), default=str))}
     for name, cand in models.items():
         out[name] = {**_row(runs[name], spec, test), "mlp_mflops": flops(cand),
                      "expressions": [g.expr for g in cand.layers],
-                     "describe": cand.describe(), "folder": str(ctx.run_dir / name)}
+                     "describe": cand.describe(), "folder": str(ctx.run_dir / same[name])}
     out["comparison"] = comparison(runs["winner"], runs["baseline"], metrics,
                                    ("winner", "baseline"))
     for other in (n for n in runs if n not in ("winner", "baseline")):
         out[f"comparison_{other}"] = comparison(runs["winner"], runs[other], metrics,
                                                 ("winner", other))
-    _latencies(ctx, out, list(models))
+    _latencies(ctx, out, same)
     (ctx.run_dir / "winner" / "candidate.json").write_text(winner.to_json() + "\n")
     if fin.teacher_test:
         out["teacher"] = _teacher_row(ctx)
     return out
 
 
-def _latencies(ctx: Context, out: dict[str, Any], names: list[str]) -> None:
-    students = {n: Student.from_pretrained(ctx.run_dir / n) for n in names}
-    times: dict[str, list[float]] = {n: [] for n in names}
+def _latencies(ctx: Context, out: dict[str, Any], same: dict[str, str]) -> None:
+    """Median forward latency of each trained model, measured interleaved."""
+    students = {n: Student.from_pretrained(ctx.run_dir / n) for n in dict.fromkeys(same.values())}
+    times: dict[str, list[float]] = {n: [] for n in students}
     for _ in range(5):  # interleaved rounds: machine load hits every model alike
         for name, student in students.items():
             times[name].append(measure_latency(student, repeats=5))
-    for name in names:
-        out[name]["latency_ms"] = statistics.median(times[name])
+    for name, trained in same.items():
+        out[name]["latency_ms"] = statistics.median(times[trained])
 
 
 def _teacher_row(ctx: Context) -> dict[str, Any]:

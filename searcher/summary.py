@@ -122,6 +122,10 @@ def summarize(results: dict[str, Any]) -> Summary:
         test_metric = f"{final['splits'].get('test')}/{(final.get('metrics') or [''])[0]}"
         out.verdict = "\n".join(comp[m]["verdict"] for m in ("kd_loss", test_metric)
                                 if m in comp)
+        if final.get("same_as", {}).get("baseline") == "winner":
+            out.verdict = ("The search's winner is the standard FFN itself (at its own "
+                           "shape): it found nothing better than the baseline, so there is "
+                           "no difference to test.")
     return out
 
 
