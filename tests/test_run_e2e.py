@@ -4,6 +4,7 @@ a fresh cache; every stage, the final comparison and the report. Nothing is down
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -68,10 +69,13 @@ def test_tiny_run_end_to_end(tmp_path, tiny_task, teacher_dir):
         assert len(c["winner"]) == len(c["baseline"]) == 2 and c["seeds"] == 2
         assert c["ci95"][0] <= c["delta_mean"] <= c["ci95"][1]
     assert "comparison_equal_params" in final and "comparison_fixed1" in final
+    for key in ("baseline", "equal_params", "fixed1"):  # saved, or the same model as another
+        assert (Path(final[key]["folder"]) / "model.safetensors").is_file()
+        assert final["same_as"].get(key, key) == Path(final[key]["folder"]).name
     assert final["fixed1"]["expressions"] == ["tanh(W2(gelu(W1(x))))"] * 2
     assert not res["teacher"]["reused"] and not res["caches"]["reused"]
     for f in ("results.json", "pipeline.json", "student_config.json", "winner/config.json",
-              "winner/candidate.json", "winner/tokenizer.json", "baseline/model.safetensors",
+              "winner/candidate.json", "winner/tokenizer.json", "winner/model.safetensors",
               "report/index.html", "stage3/journal.sqlite", "warmup/stage3/model.safetensors"):
         assert (tmp_path / "run" / f).is_file(), f
     assert not (tmp_path / "run" / "FAILED.json").exists()
