@@ -1,197 +1,142 @@
-"""Search controllers on equal evaluation budgets: regularized evolution vs the paper's
-controller (mutations of the seeds only) vs random sampling, on the embedded
-``movie_binary`` task with the fine-tuned MiniLM teacher.
+"""Search controllers on equal budgets, each winner trained fully against the standard FFN.
 
-Protocol (small but real; every number comes from actual KD runs):
+Protocol (every number comes from real KD runs on ``movie_binary`` with the fine-tuned MiniLM
+teacher, the ``quick`` preset's student and fitness):
 
-1. One warmed-up supernet (the ``quick`` preset's student: 3 layers, hidden 96; general KD
-   then task KD with random standard-FFN sub-networks) shared by every run, so all
-   controllers start from the same weights. Teacher outputs are cached on disk once.
-2. Per controller and seed: a stage-1 search (expression, s and ratio per layer) with the
-   same parameter window, FLOP budget and ``--evaluations`` distinct candidates, each
-   scored by ``--kd-steps`` of task KD on a training slice and accuracy on the ``heldout``
-   split (``distill.score.score``).
-3. The run's winner and the standard FFN of the same shape (same per-layer s and ratio,
-   hence the same parameter count; the same linear layers, so MLP FLOPs differ only by
-   the winner's extra element-wise ops; both inside the run's FLOP budget) inherit the
-   supernet and get ``--final-steps`` of task KD with the same seed; both are scored on
-   the TEST split (the only time it is read). MLP MFLOPs and measured latency of both
-   are reported.
+1. One prepared run context (teacher, teacher-output caches, held-out fitness rows) and one
+   warmed-up supernet (the preset's mixed-pool warm-up), shared by every run, so every
+   controller starts from the same weights.
+2. Per controller (evolution, the paper's seed-mutating controller, random sampling) and
+   search seed: the preset's stage 1 and stage 2 (the same evaluation budgets, rungs, paired
+   controls and confirmation for every controller).
+3. The winner, the standard FFN of the same shape, a uniform FFN of equal size and the best
+   fixed MLP known before searching (``tanh(W2(gelu(W1(x))))`` on every layer, the paper's
+   L1, at the winner's shape) each get the preset's final task KD over the final seeds
+   (paired); the held-out KD loss and the test metrics are compared with 95% intervals.
 
-Writes ``benchmarks/results/search.json`` and ``search.md`` after every run (``--resume``
-skips finished runs). Full protocol: ``python benchmarks/bench_search.py`` (3 controllers
-x 3 seeds). Waits while another ``bench_*`` or ``efficientbert run`` process is running.
+Each run is its own run folder under ``--work-dir`` (resumable); ``results/search.json`` and
+``search.md`` are rewritten after every run::
+
+    python benchmarks/bench_search.py --seeds 0 1 2
+    python benchmarks/bench_search.py --report
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import os
-import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from common import summary, wait_for_others  # benchmarks/common.py
-from searcher.stages import STANDARD_FFN, Stage1, default_base, quick_preset
+import numpy as np
 
-import mlpgraph
-from searcher.budget import LatencyMeter
-from searcher.candidate import Candidate, LayerGene
-from searcher.run import STUDENT, Context, final_compare, prepare, run_stage, warm_supernet
+from searcher.run import run_pipeline
+from searcher.run_config import quick_preset
 
 RESULTS = Path(__file__).parent / "results"
-CONTROLLERS = ("evolution", "paper", "random")
+CONTROLLERS = ("evolution", "random", "paper")
+BEST_FIXED = "tanh(W2(gelu(W1(x))))"
 
 
-def mlp_flops(cand: Candidate, hidden: int) -> float:
-    return LatencyMeter(hidden, proxy="flops")(cand)
+def pipeline_for(controller: str, seed: int) -> Any:
+    p = quick_preset()
+    stages = [s.but(controller={**s.controller.dump(), "kind": controller}) for s in p.stages[:2]]
+    return p.but(name=f"bench-{controller}", seed=seed, stages=[s.dump() for s in stages],
+                 final={**p.final.dump(), "fixed": [BEST_FIXED]})
 
 
-def one_run(ctx: Context, supernet: Path, controller: str, seed: int,
-            args: argparse.Namespace) -> dict[str, Any]:
-    p = copy.deepcopy(ctx.pipeline)
-    p.seed = seed
-    spec = Stage1(evaluations=args.evaluations, controller=controller, kd_steps=args.kd_steps,
-                  population=8, sample_size=3, batch_size=args.batch_size, max_mutations=3)
-    p.stages = [spec]
-    folder = Path(args.work_dir) / "runs" / f"{controller}-seed{seed}"
-    folder.mkdir(parents=True, exist_ok=True)
-    ctx.student_config.save(folder / STUDENT)
-    rctx = Context(p, folder, ctx.cache_dir, progress=args.progress,
-                   student_config=ctx.student_config, constraints=ctx.constraints,
-                   tuned=ctx.tuned, base_teacher=ctx.base_teacher, outputs=ctx.outputs)
+def one_run(controller: str, seed: int, work: Path, warm: Path | None,
+            cache_dir: str | None) -> dict[str, Any]:
+    folder = work / f"{controller}-seed{seed}"
+    done = folder / "results.json"
+    if done.is_file():
+        return json.loads(done.read_text())
     t0 = time.perf_counter()
-    stage = run_stage(rctx, spec, default_base(p), supernet)
-    search_min = (time.perf_counter() - t0) / 60
-    winner = Candidate.from_dict(stage["winner"])
-    t0 = time.perf_counter()
-    final = final_compare(rctx, winner, supernet)
-    hidden = ctx.student_config.hidden
-    ffn_graph = mlpgraph.parse(STANDARD_FFN)
-    ffn = Candidate(tuple(LayerGene(ffn_graph, g.stacks, g.ratio) for g in winner.layers))
-    w, b = final["winner"], final["baseline"]
-    return {"controller": controller, "seed": seed, "evaluations": stage["evaluations"],
-            "best_heldout": stage["best_score"], "winner": winner.describe(),
-            "winner_test": w["test"]["accuracy"], "baseline_test": b["test"]["accuracy"],
-            "winner_heldout_final": w["heldout"]["accuracy"],
-            "baseline_heldout_final": b["heldout"]["accuracy"],
-            "params": w["params"], "baseline_params": b["params"],
-            "winner_latency_ms": w["latency_ms"], "baseline_latency_ms": b["latency_ms"],
-            "winner_mlp_mflops": mlp_flops(winner, hidden),
-            "baseline_mlp_mflops": mlp_flops(ffn, hidden),
-            "dedupe_hit_rate": stage["dedupe"]["hit_rate"],
-            "search_minutes": search_min, "final_minutes": (time.perf_counter() - t0) / 60}
+    res = run_pipeline(pipeline_for(controller, seed), folder, stages=[1, 2],
+                       resume=(folder / "pipeline.json").is_file(), cache_dir=cache_dir,
+                       progress=False, log=lambda s: print(s, flush=True), supernet=warm)
+    res["bench_minutes"] = (time.perf_counter() - t0) / 60
+    (folder / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
+    return res
 
 
-def write(report: dict[str, Any]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "search.json").write_text(json.dumps(report, indent=2) + "\n")
-    pct = lambda s: f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}"  # noqa: E731
-    lines = ["# Search controllers on equal evaluation budgets (`movie_binary`)", "",
-             f"Command: `{report['command']}`", "", report["protocol"], "",
-             "| controller | runs | best held-out (search) | winner TEST | same-shape FFN "
-             "TEST | winner - FFN (pts) | winner wins | search min / run |",
-             "|---|---|---|---|---|---|---|---|"]
-    for c, s in report["summary"].items():
-        lines.append(f"| {c} | {s['runs']} | {pct(s['best_heldout'])} | {pct(s['winner_test'])}"
-                     f" | {pct(s['baseline_test'])} | {100 * s['delta']['mean']:+.2f} ± "
-                     f"{100 * s['delta']['std']:.2f} | {s['wins']}/{s['runs']} | "
-                     f"{s['search_minutes']['mean']:.1f} |")
-    lines += ["", "Per run:", "", "| controller | seed | best held-out | winner TEST | FFN "
-              "TEST | params | latency ms winner / FFN | MLP MFLOPs winner / FFN | winner |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for r in report["runs"]:
-        lines.append(f"| {r['controller']} | {r['seed']} | {r['best_heldout']:.4f} | "
-                     f"{r['winner_test']:.4f} | {r['baseline_test']:.4f} | {r['params']:,} | "
-                     f"{r['winner_latency_ms']:.1f} / {r['baseline_latency_ms']:.1f} | "
-                     f"{r['winner_mlp_mflops']:.1f} / {r['baseline_mlp_mflops']:.1f} | "
-                     f"`{r['winner']}` |")
-    lines += ["", "Notes:", ""] + [f"- {n}" for n in report["notes"]]
+def row(res: dict[str, Any]) -> dict[str, Any]:
+    final = res["final"]
+    test = f"{final['splits']['test']}/accuracy"
+
+    def comp(key: str, metric: str) -> dict[str, Any] | None:
+        c = final.get(key, {}).get(metric)
+        return None if c is None else {k: c[k] for k in ("delta_mean", "ci95", "seeds")}
+
+    return {"controller": res["pipeline"]["stages"][0]["controller"]["kind"],
+            "seed": res["pipeline"]["seed"], "winner": final["winner"]["describe"],
+            "winner_is_ffn": final.get("same_as", {}).get("baseline") == "winner",
+            "kd_loss": {k: final[k]["kd"].get("kd_loss") for k in
+                        ("winner", "baseline", "equal_params", "fixed1")},
+            "test_accuracy": {k: final[k]["test"].get("accuracy") for k in
+                              ("winner", "baseline", "equal_params", "fixed1")},
+            "vs_ffn": {"kd_loss": comp("comparison", "kd_loss"),
+                       "test_accuracy": comp("comparison", test)},
+            "vs_fixed": {"kd_loss": comp("comparison_fixed1", "kd_loss"),
+                         "test_accuracy": comp("comparison_fixed1", test)},
+            "search_minutes": sum(s["seconds"] for s in res["stages"]) / 60,
+            "minutes": res.get("bench_minutes")}
+
+
+def write(rows: list[dict[str, Any]]) -> None:
+    (RESULTS / "search.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    lines = ["# Search controllers on equal budgets (`movie_binary`, quick preset)", "",
+             "Command: `python benchmarks/bench_search.py --seeds 0 1 2`", "",
+             "Each run: stages 1-2 of the quick preset with the given controller and search "
+             "seed; then the winner, the same-shape standard FFN, a uniform FFN of equal size "
+             f"and `{BEST_FIXED}` on every layer at the winner's shape, each trained with the "
+             "preset's final recipe over 3 paired seeds. kd_loss: the task-KD objective on "
+             "held-out rows (lower is better). Differences: winner - other, 95% t interval.", "",
+             "| controller | seed | winner | winner kd | FFN kd | winner - FFN kd [95% CI] | "
+             "winner - FFN test acc. [95% CI] | winner - fixed kd [95% CI] | search min |",
+             "|---|---|---|---|---|---|---|---|---|"]
+
+    def ci(c: dict[str, Any] | None, scale: float = 1.0) -> str:
+        if c is None:
+            return "-"
+        lo, hi = c["ci95"]
+        return (f"{scale * c['delta_mean']:+.4f} [{scale * lo:+.4f}, {scale * hi:+.4f}]")
+
+    for r in rows:
+        kd = r["kd_loss"]
+        lines.append(f"| {r['controller']} | {r['seed']} | `{r['winner']}` | "
+                     f"{kd['winner']:.4f} | {kd['baseline']:.4f} | "
+                     + ("(is the FFN)" if r["winner_is_ffn"] else ci(r["vs_ffn"]["kd_loss"]))
+                     + f" | {ci(r['vs_ffn']['test_accuracy'], 100)} | "
+                     f"{ci(r['vs_fixed']['kd_loss'])} | {r['search_minutes']:.1f} |")
+    by = {}
+    for r in rows:
+        by.setdefault(r["controller"], []).append(r["kd_loss"]["winner"])
+    lines += ["", "Mean winner kd_loss per controller: " + ", ".join(
+        f"{k} {np.mean(v):.4f} (n={len(v)})" for k, v in by.items())]
     (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    out = {}
-    for c in CONTROLLERS:
-        rs = [r for r in runs if r["controller"] == c]
-        if not rs:
-            continue
-        out[c] = {"runs": len(rs), "best_heldout": summary([r["best_heldout"] for r in rs]),
-                  "winner_test": summary([r["winner_test"] for r in rs]),
-                  "baseline_test": summary([r["baseline_test"] for r in rs]),
-                  "delta": summary([r["winner_test"] - r["baseline_test"] for r in rs]),
-                  "wins": sum(r["winner_test"] > r["baseline_test"] for r in rs),
-                  "search_minutes": summary([r["search_minutes"] for r in rs])}
-    return out
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--controllers", nargs="+", default=list(CONTROLLERS), choices=CONTROLLERS)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--evaluations", type=int, default=20)
-    ap.add_argument("--kd-steps", type=int, default=50)
-    ap.add_argument("--final-steps", type=int, default=300)
-    ap.add_argument("--workers", type=int, default=2, help="parallel scorers (no effect on "
-                    "results)")
-    ap.add_argument("--batch-size", type=int, default=2, help="proposals per search step")
-    ap.add_argument("--work-dir", default="runs/bench_search")
+    ap.add_argument("--controllers", nargs="+", default=list(CONTROLLERS))
+    ap.add_argument("--work-dir", type=Path, default=RESULTS / "search_runs")
+    ap.add_argument("--supernet", type=Path, default=None,
+                    help="a warmed supernet folder to share (e.g. bench_signal's mixed one)")
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--resume", action="store_true", help="keep finished runs of search.json")
-    ap.add_argument("--progress", action="store_true")
-    ap.add_argument("--no-wait", action="store_true", help="do not wait for other benchmarks")
+    ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
-    if not args.no_wait:
-        wait_for_others("bench_search")
-    pipeline = quick_preset()
-    pipeline.workers = args.workers
-    pipeline.final.task_steps, pipeline.final.teacher_test = args.final_steps, False
-    torch.set_num_threads(pipeline.threads)
-    ctx = Context(pipeline, Path(args.work_dir), args.cache_dir, progress=args.progress)
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
-    prepare(ctx)
-    t0 = time.perf_counter()
-    supernet = warm_supernet(ctx, pipeline.warmup, ctx.run_dir / "warmup", start=None,
-                             expressions=[STANDARD_FFN] * pipeline.student.num_layers,
-                             label="warm-up")
-    warm_min = (time.perf_counter() - t0) / 60
-    old = json.loads((RESULTS / "search.json").read_text()) if args.resume and \
-        (RESULTS / "search.json").is_file() else {}
-    runs = [r for r in old.get("runs", []) if r["evaluations"] == args.evaluations]
-    report = {"command": "python benchmarks/bench_search.py " + " ".join(sys.argv[1:]),
-              "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                          "torch": torch.__version__},
-              "settings": vars(args) | {"student": pipeline.student.__dict__,
-                                        "warmup": pipeline.warmup.__dict__,
-                                        "constraints": ctx.constraints.to_dict()},
-              "protocol": (f"Stage-1 search, {args.evaluations} distinct candidates per run "
-                           f"({args.kd_steps} KD steps each, held-out accuracy on 1000 "
-                           f"heldout sentences); winner and same-shape standard FFN get "
-                           f"{args.final_steps} task-KD steps from the same warmed supernet, "
-                           "then TEST accuracy (999 sentences). Mean ± sd over seeds."),
-              "warmup_minutes": warm_min, "runs": runs, "notes": [
-                  "Same parameter count: the baseline keeps the winner's per-layer s and "
-                  "ratio with W2(gelu(W1(x))), so W1/W2 shapes are identical.",
-                  "Latency: both are inside the same FLOP budget; measured ms on a shared "
-                  "2-core machine are noisy (other jobs ran at the same time).",
-                  "Search scores are held-out accuracies of training-data KD; the test split "
-                  "is read only for the final pair of each run."]}
-    for controller in args.controllers:
-        for seed in args.seeds:
-            if any(r["controller"] == controller and r["seed"] == seed for r in runs):
+    rows = []
+    for seed in args.seeds:
+        for ctl in args.controllers:
+            folder = args.work_dir / f"{ctl}-seed{seed}" / "results.json"
+            if args.report and not folder.is_file():
                 continue
-            print(f"== {controller} seed {seed}", flush=True)
-            runs.append(one_run(ctx, supernet, controller, seed, args))
-            report["summary"] = summarize(runs)
-            write(report)
-            print(json.dumps(runs[-1], indent=1), flush=True)
-    report["summary"] = summarize(runs)
-    write(report)
+            rows.append(row(one_run(ctl, seed, args.work_dir, args.supernet, args.cache_dir)))
+            write(rows)
+    write(rows)
 
 
 if __name__ == "__main__":

@@ -347,11 +347,17 @@ def _previous_winner(run_dir: Path, stage: int) -> Candidate | None:
 def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] | None = None,
                  resume: bool = False, cache_dir: str | None = None,
                  base: Candidate | None = None, progress: bool = True, log: Log = print,
-                 report: bool = True, search_bar: Bar | None = None) -> dict[str, Any]:
+                 report: bool = True, search_bar: Bar | None = None,
+                 supernet: Path | None = None) -> dict[str, Any]:
     """Run the whole job (module doc); return what ``RUN_DIR/results.json`` holds.
 
-    Raises before creating ``run_dir`` when the input is bad; a failure after that writes
-    ``RUN_DIR/FAILED.json`` (the error) and re-raises."""
+    ``supernet``: a warmed-up supernet folder (``warmup/stage1`` of an earlier run with the
+    same student) to start from instead of warming one up. Raises before creating
+    ``run_dir`` when the input is bad; a failure after that writes ``RUN_DIR/FAILED.json``
+    (the error) and re-raises."""
+    if supernet is not None and not (Path(supernet) / "warmup.json").is_file():
+        raise SearchConfigError("supernet", f"{supernet} is not a finished warm-up (no "
+                                "warmup.json); give the warmup/stage1 folder of an earlier run")
     run_dir = Path(run_dir)
     numbers = stages or [s.stage for s in pipeline.stages]
     task, student, constraints, seeds = preflight(pipeline, run_dir, resume=resume,
@@ -364,7 +370,7 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
     if search_bar is not None:
         ctx.search_bar = search_bar
     try:
-        out = _run(ctx, numbers, base)
+        out = _run(ctx, numbers, base, supernet)
     except BaseException as e:
         (run_dir / FAILED).write_text(json.dumps({
             "error": f"{type(e).__name__}: {e}", "time": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -385,7 +391,8 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
     return out
 
 
-def _run(ctx: Context, numbers: list[int], base: Candidate | None) -> dict[str, Any]:
+def _run(ctx: Context, numbers: list[int], base: Candidate | None,
+         supernet: Path | None) -> dict[str, Any]:
     pipeline, run_dir = ctx.pipeline, ctx.run_dir
     (run_dir / PIPELINE).write_text(pipeline.to_json())
     usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
@@ -396,8 +403,9 @@ def _run(ctx: Context, numbers: list[int], base: Candidate | None) -> dict[str, 
     ctx.student_config.save(run_dir / STUDENT)
     t0 = time.perf_counter()
     ffn = pipeline.base_candidate().layers[0].graph
-    first = warm_supernet(ctx, pipeline.warmup, run_dir / "warmup" / "stage1", start=None,
-                          graphs=[ffn] * pipeline.student.num_layers, label="warm-up")
+    first = Path(supernet) if supernet is not None else warm_supernet(
+        ctx, pipeline.warmup, run_dir / "warmup" / "stage1", start=None,
+        graphs=[ffn] * pipeline.student.num_layers, label="warm-up")
     ctx.timed("warmup", t0)
     current, results = first, []
     chosen = pipeline.select(numbers)
