@@ -106,7 +106,8 @@ def short_scores(ctx: Context, cands: dict[str, Candidate], warmups: dict[str, P
                         supernet=str(folder), kd_steps=steps, batch_size=p.score.batch_size,
                         lr=p.score.lr, train_slice=p.score.train_slice,
                         heldout_size=p.score.heldout_size, seed=s, task=p.task,
-                        teacher=str(ctx.tuned), latency_repeats=0, common_noise=True,
+                        teacher=str(ctx.tuned), latency_repeats=0,
+                        common_noise=p.score.common_noise, dropout=p.score.dropout,
                         fitness=fitness)
                     tasks.append(Task((key,), cand.spec(hidden), budget))
     if tasks:

@@ -91,6 +91,8 @@ class ScoreBudget:
     common_noise: bool = False  # every candidate sees the same batches and, per step, the
     #                            same dropout stream (common random numbers)
     label_weight: float = 0.0  # hard-label loss added to the task KD (0: pure KD)
+    dropout: float | None = None  # dropout during the short KD (None: the student's own;
+    #                               0: none, so a score depends on the batches only)
     report_splits: tuple[str, ...] = ()  # task splits whose metrics are also reported, as
     #       "<split>/<metric>": only the final comparison names the test split here
     save_to: str | None = None  # save the trained student as a model folder there
@@ -223,6 +225,10 @@ def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResu
                           "with 0 <= start < stop")
     torch.manual_seed(budget.seed)
     student = _supernet(budget).extract(specs, mode="copy")
+    if budget.dropout is not None:
+        for m in student.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = budget.dropout
     params = count_parameters(student.config)["total"]
     teacher = _teacher_dir(budget, data)
     train, held = _splits(budget, teacher, data)

@@ -306,7 +306,7 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
         train_slice=sc.train_slice, heldout_size=sc.heldout_size, seed=p.seed,
         no_training=spec.no_training, task=ctx.task.name, teacher=str(ctx.tuned),
         cache_dir=ctx.cache_dir, latency_repeats=sc.latency_repeats,
-        device=str(default_device(p.device)), common_noise=sc.common_noise,
+        device=str(default_device(p.device)), common_noise=sc.common_noise, dropout=sc.dropout,
         fitness=tuple(str(ctx.outputs[k].folder) for k in ("heldout", "fitness")
                       if k in ctx.outputs))
     cfg = search_config(p, spec, base, ctx.constraints, budget)

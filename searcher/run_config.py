@@ -116,6 +116,8 @@ class ScoreSpec(Model):
     tie_break: str | None = "teacher_kl"  # orders equal scores (then the candidate id)
     common_noise: bool = True  # every candidate of a stage sees the same batches and the
     #                            same dropout stream per step (common random numbers)
+    dropout: Probability | None = 0.0  # dropout during a candidate's short KD (None: the
+    #   student's 0.1); 0 makes a score depend on the batches only, and steps faster
     latency_repeats: NonNegativeInt = 0  # timed forward runs of each candidate (0: none;
     #                                      the budget check uses exact FLOPs)
 
