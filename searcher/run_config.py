@@ -157,15 +157,19 @@ class StageBase(Model):
         return self.kd_steps == 0
 
 
+#: the quick preset's successive halving: every candidate 30 KD steps, the best 4 then 100,
+#: the best 2 then 150 over two seeds
+QUICK_RUNGS = (Rung(steps=30), Rung(steps=100, keep=4), Rung(steps=150, keep=2, seeds=2))
+
+
 class Stage1(StageBase):
     """Coarse: expression, ``s`` and ratio of every layer; seeds: the standard FFN at every
     feasible ``(s, ratio)``."""
 
     stage: Literal[1] = 1
     controller: ControllerSpec = ControllerSpec(evaluations=16)
-    fidelity: FidelitySpec = FidelitySpec(
-        rungs=(Rung(steps=30), Rung(steps=100, keep=4), Rung(steps=150, keep=2, seeds=2)),
-        confirm_seeds=2, control="promoted")
+    fidelity: FidelitySpec = FidelitySpec(rungs=QUICK_RUNGS, confirm_seeds=2,
+                                          control="promoted")
 
 
 class Stage2(StageBase):
@@ -173,9 +177,7 @@ class Stage2(StageBase):
 
     stage: Literal[2] = 2
     controller: ControllerSpec = ControllerSpec(evaluations=12)
-    fidelity: FidelitySpec = FidelitySpec(
-        rungs=(Rung(steps=30), Rung(steps=100, keep=4), Rung(steps=150, keep=2, seeds=2)),
-        confirm_seeds=2, control="all")
+    fidelity: FidelitySpec = FidelitySpec(rungs=QUICK_RUNGS, confirm_seeds=2, control="all")
 
 
 class Stage3(StageBase):
