@@ -87,10 +87,12 @@ def student_kd(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     from distill.pipeline import distill_student
 
     start = time.perf_counter()
-    out = distill_student(STUDENT, TASK, seed=seed, warmup_epochs=args.warmup_epochs,
-                          warmup_lr=args.warmup_lr, task_epochs=args.kd_epochs,
-                          task_lr=args.kd_lr, include_austen=args.austen,
-                          label_weight=args.kd_label_weight,
+    from distill.pipeline import Recipe
+
+    recipe = Recipe(warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
+                    task_epochs=args.kd_epochs, task_lr=args.kd_lr,
+                    include_austen=args.austen, label_weight=args.kd_label_weight)
+    out = distill_student(STUDENT, TASK, recipe=recipe, seed=seed,
                           eval_splits=("heldout", "test"), progress=args.progress)
     total = (time.perf_counter() - start) / 60
     sec = out["seconds"]

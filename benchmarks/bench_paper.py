@@ -28,6 +28,7 @@ several processes can share the work and a rerun skips what is done::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -40,7 +41,7 @@ import torch
 from distill.config import StudentConfig
 from distill.data import get_task_spec
 from distill.encode import encode_split
-from distill.pipeline import distill_student, teacher_outputs
+from distill.pipeline import TUNED, distill_student, teacher_outputs
 from distill.stats import paired, verdict
 from distill.student import count_parameters
 from distill.teacher import finetune_teacher, load_task, load_tokenizer
@@ -50,8 +51,7 @@ from mlpgraph.paper import PAPER_LAYERS
 TASK = "movie_binary"
 HIDDEN, SCALE = 180, 3
 OUT = Path(__file__).resolve().parent / "results"
-RECIPE = {"warmup_epochs": 1.0, "warmup_lr": 5e-4, "task_epochs": 3.0, "task_lr": 1e-3,
-          "label_weight": 1.0, "batch_size": 32}
+RECIPE = dataclasses.asdict(TUNED)
 
 
 def arms() -> dict[str, list[tuple[str, int, int]]]:
@@ -78,10 +78,8 @@ def run_one(arm: str, seed: int, layers: list[tuple[str, int, int]], progress: b
             ) -> dict[str, Any]:
     start = time.perf_counter()
     cfg = config(layers)
-    out = distill_student(cfg, TASK, seed=seed, eval_splits=("heldout", "test"),
-                          progress=progress, **{k: v for k, v in RECIPE.items()
-                                                if k != "batch_size"},
-                          batch_size=RECIPE["batch_size"])
+    out = distill_student(cfg, TASK, recipe=TUNED, seed=seed, eval_splits=("heldout", "test"),
+                          progress=progress)
     spec = get_task_spec(TASK)
     tuned = finetune_teacher(TASK, progress=False)
     held = encode_split(load_task(TASK)["heldout"], load_tokenizer(tuned), spec, spec.max_length)

@@ -26,6 +26,7 @@ Reported (``results/signal.md``):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import time
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 
 import mlpgraph
-from distill.pipeline import distill_student
+from distill.pipeline import TUNED, distill_student
 from distill.score import ScoreBudget
 from distill.stats import icc_consistency, kendall
 from distill.teacher_cache import TeacherOutputs
@@ -53,8 +54,7 @@ from searcher.workers import Task, make_executor
 OUT = Path(__file__).resolve().parent / "results"
 WORK = OUT / "signal"
 METRICS = ("accuracy", "kd_loss", "teacher_kl")
-RECIPE = {"warmup_epochs": 1.0, "warmup_lr": 5e-4, "task_epochs": 3.0, "task_lr": 1e-3,
-          "label_weight": 1.0}
+RECIPE = dataclasses.asdict(TUNED)
 GLU = ("W3(silu(W1(x)) * W2(x))", "W3(gelu(W1(x)) * W2(x))")
 
 
@@ -133,8 +133,8 @@ def full_scores(ctx: Context, cands: dict[str, Candidate], seed: int) -> dict[st
         t0 = time.perf_counter()
         config = ctx.student_config.replace(layers=list(cand.spec(ctx.student_config.hidden)
                                                         .layers))
-        out = distill_student(config, ctx.pipeline.task, seed=seed, progress=False,
-                              eval_splits=("heldout",), **RECIPE)
+        out = distill_student(config, ctx.pipeline.task, recipe=TUNED, seed=seed,
+                              progress=False, eval_splits=("heldout",))
         parts = [(len(c), evaluate_kd(out["model"], c, out["kd"])) for c in caches]
         n = sum(k for k, _ in parts)
         kd = {m: sum(k * v[m] for k, v in parts) / n for m in parts[0][1]}

@@ -21,7 +21,7 @@ from .data import TASKS, TaskSpec, get_task_spec
 from .datafiles import TASK_TYPES, DataFiles
 from .encode import encode_split
 from .errors import AssetFetchError, DataFileError, TrainingError
-from .pipeline import distill_student
+from .pipeline import TUNED, Recipe, distill_student
 from .teacher import (
     finetune_teacher,
     load_task,
@@ -163,14 +163,14 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     spec = task_from_args(args)
     max_length = args.max_length or spec.max_length
     print_task_summary(spec, load_tokenizer(args.teacher_dir), args.cache_dir, max_length)
-    out = distill_student(load_config(args.student), spec.name, teacher_dir=args.teacher_dir,
-                          seed=args.seed, warmup_epochs=args.warmup_epochs,
-                          warmup_lr=args.warmup_lr, task_epochs=args.epochs, task_lr=args.lr,
-                          batch_size=args.batch_size, max_length=max_length,
-                          init_embeddings=not args.random_embeddings,
-                          include_austen=args.austen, transfer_set=args.transfer_set,
-                          label_weight=args.label_weight,
-                          eval_splits=(spec.eval_splits[0], *spec.test_splits[:1]),
+    recipe = Recipe(warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
+                    task_epochs=args.epochs, task_lr=args.lr, batch_size=args.batch_size,
+                    label_weight=args.label_weight, init_embeddings=not args.random_embeddings,
+                    include_austen=args.austen, transfer_set=args.transfer_set)
+    out = distill_student(load_config(args.student), spec.name, recipe=recipe,
+                          teacher_dir=args.teacher_dir, seed=args.seed, max_length=max_length,
+                          eval_splits=tuple(dict.fromkeys((spec.eval_splits[0],
+                                                           spec.final_split))),
                           out_dir=args.out, cache_dir=args.cache_dir, device=args.device,
                           progress=not args.quiet, checkpoint_dir=args.checkpoint_dir,
                           checkpoint_every=args.checkpoint_every)
@@ -225,18 +225,19 @@ def register(subparsers: Any, parents: Parents) -> None:
                    f"({', '.join(available_configs())})")
     _task_flag(p)
     p.add_argument("--teacher-dir", default=None, help="base teacher folder (default: MiniLM)")
-    p.add_argument("--warmup-epochs", type=float, default=1.0, help="general KD (0: skip)")
-    p.add_argument("--warmup-lr", type=float, default=5e-4)
-    p.add_argument("--epochs", type=float, default=3.0, help="task KD epochs")
-    p.add_argument("--lr", type=float, default=1e-3, help="task KD learning rate")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--warmup-epochs", type=float, default=TUNED.warmup_epochs,
+                   help="general KD (0: skip)")
+    p.add_argument("--warmup-lr", type=float, default=TUNED.warmup_lr)
+    p.add_argument("--epochs", type=float, default=TUNED.task_epochs, help="task KD epochs")
+    p.add_argument("--lr", type=float, default=TUNED.task_lr, help="task KD learning rate")
+    p.add_argument("--batch-size", type=positive_int, default=TUNED.batch_size)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--random-embeddings", action="store_true",
                    help="do not initialize the student's embeddings from the teacher")
     p.add_argument("--austen", action="store_true", help="add Austen text to general KD")
     p.add_argument("--transfer-set", action="store_true",
                    help="task KD on all unlabeled sentences (teacher-labelled), not only train")
-    p.add_argument("--label-weight", type=float, default=0.0,
+    p.add_argument("--label-weight", type=float, default=TUNED.label_weight,
                    help="weight of the hard-label loss added to task KD (0: pure KD)")
     p.add_argument("-o", "--out", default=None, metavar="DIR", help="save the student here")
     p.add_argument("--checkpoint-dir", default=None)

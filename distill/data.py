@@ -438,9 +438,14 @@ def iter_unlabeled_text(cache_dir: str | Path | None = None, include_austen: boo
                   if exclude_movie_eval and source == "movie" else ["train"] * len(rows))
         yield from (r.text for r, s in zip(rows, splits, strict=True) if s == "train")
     if include_austen:
-        try:
-            austen = ensure_asset("austen", cache_dir)
-        except MissingAssetError:
-            return
-        for path in sorted(austen.glob("*.txt")):
-            yield from austen_sentences(path.read_text(encoding="utf-8"))
+        yield from austen_text(cache_dir)
+
+
+def austen_text(cache_dir: str | Path | None = None) -> Iterator[str]:
+    """The Austen novels' sentences, if the optional ``austen`` asset is fetched."""
+    try:
+        austen = ensure_asset("austen", cache_dir)
+    except MissingAssetError:
+        return
+    for path in sorted(austen.glob("*.txt")):
+        yield from austen_sentences(path.read_text(encoding="utf-8"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -49,8 +49,8 @@ from .train import save_fit_dense as _save_fit_dense
 
 FitDense = Mapping[str, torch.Tensor] | str | Path | None
 
-__all__ = ["Phase", "distill_student", "evaluate_splits", "kd_layers", "kd_phase",
-           "save_student", "teacher_dims", "teacher_outputs"]
+__all__ = ["TUNED", "Phase", "Recipe", "distill_student", "evaluate_splits", "kd_layers",
+           "kd_phase", "save_student", "teacher_dims", "teacher_outputs"]
 
 
 # ------------------------------------------------------------------ teacher outputs
@@ -143,87 +143,86 @@ def evaluate_splits(model: nn.Module, splits: Mapping[str, EncodedTexts], spec: 
 
 
 # ------------------------------------------------------------------ efficientbert distill
+@dataclass(frozen=True)
+class Recipe:
+    """How :func:`distill_student` trains: general KD on unlabeled text (``warmup_epochs``; 0
+    skips it), then task KD, optionally with a hard-label term; embeddings initialized from
+    the teacher. :data:`TUNED` is bench_distill's recipe, picked on the heldout split."""
+
+    warmup_epochs: float = 1.0
+    warmup_lr: float = 5e-4
+    task_epochs: float = 3.0
+    task_lr: float = 1e-3
+    batch_size: int = 32
+    label_weight: float = 0.0  # hard-label loss added to task KD (0: pure KD, the paper)
+    init_embeddings: bool = True  # from the teacher's top singular directions
+    include_austen: bool = False  # add the Austen novels to the general-KD text
+    transfer_set: bool = False  # task KD on the unlabeled sentences (teacher-labelled) too
+
+
+TUNED = Recipe(label_weight=1.0)
+
+
 def distill_student(config: StudentConfig, task: str = "movie_binary", *,
-                    teacher_dir: str | Path | None = None, seed: int = 0,
-                    warmup_epochs: float = 1.0, warmup_lr: float = 5e-4,
-                    task_epochs: float = 3.0, task_lr: float = 1e-3, batch_size: int = 32,
-                    max_length: int | None = None, init_embeddings: bool = True,
-                    include_austen: bool = False, transfer_set: bool = False,
-                    label_weight: float = 0.0,
+                    recipe: Recipe = TUNED, teacher_dir: str | Path | None = None,
+                    seed: int = 0, max_length: int | None = None,
                     eval_splits: tuple[str, ...] = ("heldout",),
                     out_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                     device: str | None = None, progress: bool = True,
                     checkpoint_dir: str | Path | None = None,
                     checkpoint_every: int = 0) -> dict[str, Any]:
-    """Distill a student of ``config`` for ``task``; return metrics, sizes and timings.
+    """Distill a student of ``config`` for ``task`` with ``recipe``; return metrics, sizes
+    and timings.
 
-    The teacher is fine-tuned once per task (cached). General KD (``warmup_epochs``; 0 skips
-    it) reads the unlabeled sentences of :func:`distill.data.iter_unlabeled_text` without the
-    movie heldout / test sentences, against the pretrained teacher; task KD reads the training
-    split (or, with ``transfer_set``, all those unlabeled sentences), against the fine-tuned
-    teacher. ``label_weight``: add that times the hard-label loss to task KD (0: pure KD, the
-    paper). The result's ``"model"`` is the trained student, ``"kd"`` its loss module (with
-    the trained ``fit_dense``, for :func:`distill.train.evaluate_kd`).
+    The teacher is fine-tuned once per task (cached). General KD reads the task's unlabeled
+    sentences (:meth:`distill.data.TaskSpec.unlabeled`: for the embedded tasks the four
+    sentiment files without the movie heldout / test sentences) minus any evaluation or test
+    text, against the pretrained teacher; task KD reads the training split (or, with
+    ``transfer_set``, all those unlabeled sentences), against the fine-tuned teacher. The
+    result's ``"model"`` is the trained student, ``"kd"`` its loss module (with the trained
+    ``fit_dense``, for :func:`distill.train.evaluate_kd`).
     """
-    from .data import get_task_spec, iter_unlabeled_text
+    from .data import austen_text, get_task_spec
 
     spec = get_task_spec(task)
     max_length = max_length or default_max_length(task)
     config = config.replace(num_labels=spec.num_labels, is_regression=spec.is_regression)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
+    clock, seconds = time.perf_counter(), {}
     tuned = finetune_teacher(task, teacher_dir, cache_dir=cache_dir, device=device,
                              progress=progress)
     seconds["teacher_finetune_or_lookup"] = time.perf_counter() - clock
     tokenizer = load_tokenizer(tuned)
     base = load_teacher(teacher_dir) if teacher_dir else load_teacher()
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # after loading: the fit_dense's first draw depends on the seed only
     student = Student(config, seed=seed)
-    fit_dense: FitDense = KDLoss.for_models(config, base.config).fit_dense.state_dict()
-    result: dict[str, Any] = {"params": count_parameters(config), "seed": seed}
-
-    def train(desc: str, epochs: float, lr: float, folder: str) -> TrainConfig:
-        return TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, device=device,
-                           progress=progress, desc=desc, checkpoint_every=checkpoint_every,
-                           checkpoint_dir=None if checkpoint_dir is None
-                           else Path(checkpoint_dir) / folder)
+    run = _Run(student, recipe, seed, device, progress, cache_dir, checkpoint_dir,
+               checkpoint_every, seconds)
 
     def unlabeled() -> EncodedTexts:
-        texts = list(iter_unlabeled_text(cache_dir, include_austen=include_austen,
-                                         exclude_movie_eval=True))
+        held_out = {t for split in (*spec.eval_splits, *spec.test_splits) if split in ds
+                    for col in spec.text_columns for t in ds[split][col]}
+        texts = [t for t in spec.unlabeled(cache_dir) if t not in held_out]
+        if recipe.include_austen:
+            texts += list(austen_text(cache_dir))
         return encode_texts(tokenizer, texts, max_length=max_length)
 
-    init = base if init_embeddings else None
-    if warmup_epochs > 0:
-        clock = time.perf_counter()
-        outputs = teacher_outputs(base, unlabeled(), config, name="unlabeled",
-                                  cache_dir=cache_dir, device=device, progress=progress)
-        seconds["general_cache"] = time.perf_counter() - clock
-        clock = time.perf_counter()
-        res, kd = kd_phase(student, outputs, Phase(
-            "general", KDWeights.pretraining(), train("general KD", warmup_epochs, warmup_lr,
-                                                      "general")),
-                           fit_dense=fit_dense, init_from=init)
-        seconds["general_kd"] = time.perf_counter() - clock
+    ds = load_task(task, cache_dir)
+    result: dict[str, Any] = {"params": count_parameters(config), "seed": seed,
+                              "recipe": asdict(recipe), "seconds": seconds}
+    fit_dense: FitDense = KDLoss.for_models(config, base.config).fit_dense.state_dict()
+    init = base if recipe.init_embeddings else None
+    if recipe.warmup_epochs > 0:
+        res, kd = run.phase("general", KDWeights.pretraining(), base, unlabeled, fit_dense, init)
         result["general"] = res.to_dict()
         if res.diverged:
-            return {**result, "diverged": True, "seconds": seconds}
+            return {**result, "diverged": True}
         fit_dense, init = kd.fit_dense.state_dict(), None
     del base
-    ds = load_task(task, cache_dir)
-    clock = time.perf_counter()
-    train_rows = (unlabeled() if transfer_set
-                  else encode_split(ds[spec.train_split], tokenizer, spec, max_length))
-    outputs = teacher_outputs(tuned, train_rows, config,
-                              name=f"{spec.name}-{'transfer' if transfer_set else 'train'}",
-                              cache_dir=cache_dir, device=device, progress=progress)
-    seconds["task_cache"] = time.perf_counter() - clock
-    clock = time.perf_counter()
-    res, kd = kd_phase(student, outputs, Phase(
-        "task", KDWeights.task(), train("task KD", task_epochs, task_lr, "task"), label_weight),
-                       fit_dense=fit_dense, init_from=init)
-    seconds["task_kd"] = time.perf_counter() - clock
-    result.update(task=res.to_dict(), diverged=res.diverged, seconds=seconds)
+    rows = unlabeled if recipe.transfer_set else (
+        lambda: encode_split(ds[spec.train_split], tokenizer, spec, max_length))
+    res, kd = run.phase("task", KDWeights.task(), tuned, rows, fit_dense, init,
+                        name=f"{spec.name}-{'transfer' if recipe.transfer_set else 'train'}")
+    result.update(task=res.to_dict(), diverged=res.diverged)
     if res.diverged:
         return result
     splits = {s: encode_split(ds[s], tokenizer, spec, max_length) for s in eval_splits}
@@ -233,3 +232,42 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
                                              spec.label_names))
     result["model"], result["kd"] = student, kd
     return result
+
+
+@dataclass
+class _Run:
+    """One :func:`distill_student` run: its student and settings, and a timer per part."""
+
+    student: Student
+    recipe: Recipe
+    seed: int
+    device: str | None
+    progress: bool
+    cache_dir: str | Path | None
+    checkpoint_dir: str | Path | None
+    checkpoint_every: int
+    seconds: dict[str, float]
+
+    def phase(self, kind: str, weights: KDWeights, teacher: Any, rows: Any,
+              fit_dense: FitDense, init: nn.Module | None,
+              name: str = "unlabeled") -> tuple[TrainResult, KDLoss]:
+        """The teacher's outputs on ``rows()`` (cached), then one KD phase on them."""
+        r = self.recipe
+        epochs, lr = ((r.warmup_epochs, r.warmup_lr) if kind == "general"
+                      else (r.task_epochs, r.task_lr))
+        clock = time.perf_counter()
+        outputs = teacher_outputs(teacher, rows(), self.student.config, name=name,
+                                  cache_dir=self.cache_dir, device=self.device,
+                                  progress=self.progress)
+        self.seconds[f"{kind}_cache"] = time.perf_counter() - clock
+        clock = time.perf_counter()
+        train = TrainConfig(epochs=epochs, lr=lr, batch_size=r.batch_size, seed=self.seed,
+                            device=self.device, progress=self.progress, desc=f"{kind} KD",
+                            checkpoint_every=self.checkpoint_every,
+                            checkpoint_dir=None if self.checkpoint_dir is None
+                            else Path(self.checkpoint_dir) / kind)
+        out = kd_phase(self.student, outputs, Phase(
+            kind, weights, train, r.label_weight if kind == "task" else 0.0),
+            fit_dense=fit_dense, init_from=init)
+        self.seconds[f"{kind}_kd"] = time.perf_counter() - clock
+        return out

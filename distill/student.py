@@ -306,6 +306,7 @@ class Student(nn.Module):
                                   "Student.save_pretrained(path) first")
         model = cls(StudentConfig.load(path / CONFIG_NAME), backend=backend)
         read_checkpoint(path, model)
+        model.eval()  # as Hugging Face models load: call .train() to fine-tune
         return model.to(device) if device is not None else model
 
 

@@ -338,3 +338,20 @@ def test_score_is_deterministic_and_never_reads_test(teacher_dir, tmp_path):
     assert inherited.steps == 0 and not inherited.diverged
     exploded = score(candidate, ScoreBudget(**{**budget.__dict__, "lr": 1e12}), data=data)
     assert exploded.diverged and exploded.value("accuracy") is None and exploded.steps < 6
+
+
+def test_distill_student_general_then_task_kd(teacher_dir, tiny_task, tmp_path):
+    """The `efficientbert distill` pipeline on the tiny task: both phases run, the folder it
+    saves loads back and predicts the same logits."""
+    from distill.pipeline import Recipe, distill_student
+
+    recipe = Recipe(warmup_epochs=0.2, task_epochs=0.5, batch_size=16, label_weight=1.0)
+    out = distill_student(tiny_student_config(), tiny_task, recipe=recipe, teacher_dir=teacher_dir,
+                          eval_splits=("heldout", "test"), out_dir=tmp_path / "student",
+                          cache_dir=tmp_path / "cache", progress=False)
+    assert not out["diverged"] and out["general"]["steps"] == 3 and out["task"]["steps"] == 8
+    assert set(out["metrics"]) == {"heldout", "test"} and out["recipe"]["label_weight"] == 1.0
+    back = Student.from_pretrained(tmp_path / "student")
+    ids = torch.tensor([[2, 7, 9, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, out["model"].eval()(ids).logits)
