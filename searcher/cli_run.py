@@ -118,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{args.stages}, executor {pipeline.executor.kind}, run folder {out}", flush=True)
     results = run_pipeline(pipeline, out, stages=args.stages, resume=args.resume,
                            cache_dir=args.cache_dir, base=base, progress=not args.quiet,
+                           supernet=args.supernet,
                            search_bar=lambda folder, total, desc: SearchProgress(
                                folder, total, desc, not args.quiet))
     print()
@@ -172,6 +173,9 @@ def register(subparsers: Any, parents: Parents) -> None:
                    "in the run folder (or --base, or the pipeline's default base)")
     p.add_argument("--base", default=None, metavar="CANDIDATE_JSON",
                    help="base candidate for stages 2/3 when no earlier winner exists")
+    p.add_argument("--supernet", type=Path, default=None, metavar="DIR",
+                   help="start from this warmed supernet (an earlier run's warmup/stage1, same "
+                   "student) instead of warming one up")
     p.add_argument("--executor", default=None, choices=("local", "ray", "inline"),
                    help="where candidates are scored (inline: this process, for debugging)")
     p.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
