@@ -222,7 +222,8 @@ def _shape_argv(a: argparse.Namespace) -> list[str]:
 
 def write(a: argparse.Namespace, res: dict) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "student_step.json").write_text(json.dumps(res, indent=1))
+    stem = f"student_step_{a.tag}" if a.tag else "student_step"
+    (a.out / f"{stem}.json").write_text(json.dumps(res, indent=1))
     lines = [f"Load: {res['load']}.", "",
              f"KD training step, batch {a.batch}x{a.seq}, hidden {a.hidden}, {a.layers} layers, "
              f"FFN {a.ffn}, {a.heads} heads, vocab {a.vocab}; torch {res['meta']['torch']}, "
@@ -238,7 +239,7 @@ def write(a: argparse.Namespace, res: dict) -> None:
         lines += ["", "First step (compile + one step) in a fresh process, seconds:", ""]
         for label, r in res["cold_warm"].items():
             lines.append(f"- {label} cache: " + ", ".join(f"{k} {v:.1f}" for k, v in r.items()))
-    (a.out / "student_step.md").write_text("\n".join(lines) + "\n")
+    (a.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -256,6 +257,7 @@ def main() -> None:
                     help="also time the first step in fresh processes, cold then warm cache")
     ap.add_argument("--first-step-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--tag", default="", help="write student_step_TAG.json/.md")
     ap.add_argument("--inductor-random", action="store_true",
                     help="compiled variants draw dropout masks with Inductor's own RNG "
                          "(default: aten's, as Student.compile_forward does)")
