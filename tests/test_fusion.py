@@ -171,3 +171,20 @@ def test_cli_shows_the_epilogues(capsys) -> None:
                               "--backend", FUSED])
     assert args.func(args) == 0
     assert "epilogues:  W1 + gelu" in capsys.readouterr().out
+
+
+def test_cuda_plan_hands_triton_epilogue_options_to_inductor(monkeypatch) -> None:
+    # no GPU here: the plan is forced, and the Inductor build it delegates to is recorded
+    from mlpgraph import backends
+
+    seen: list[dict] = []
+    monkeypatch.setattr(fusion, "epilogue_plan", lambda device, dtype: "triton")
+    monkeypatch.setattr(backends, "_inductor",
+                        lambda fx, example, opts, warmup: seen.append(opts) or fx.forward)
+    mlpgraph.compiler.clear_compile_cache()
+    m = compile_graph(STANDARD_FFN, D, K, FUSED, seed=0, dynamic=False,
+                      options={"coordinate_descent_tuning": True})
+    mlpgraph.compiler.clear_compile_cache()
+    assert seen == [{"dynamic": False, "options": {
+        **fusion.TRITON_OPTIONS, "coordinate_descent_tuning": True}}]
+    assert "fused_module" not in m.function.fx_module.meta["mlpgraph"]
