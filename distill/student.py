@@ -30,6 +30,7 @@ from mlpgraph.compiler import compile_graph
 from mlpgraph.cost import count_params, linear_shapes
 from mlpgraph.module import as_weight_pair, require_weights
 
+from .compile_mode import compile_options
 from .config import StudentConfig
 from .errors import CheckpointError
 
@@ -279,6 +280,27 @@ class Student(nn.Module):
         pooled = torch.tanh(self.pooler(h[:, 0]))
         logits = self.classifier(self.dropout(pooled))
         return StudentOutput(logits, tuple(hidden), tuple(scores), pooled, attention_mask)
+
+    # ------------------------------------------------------------------ compiling
+    def compile_forward(self, **options: Any) -> Student:
+        """Compile the whole forward pass (attention, MLPs, LayerNorms, head) with
+        ``torch.compile`` (``options`` pass through, e.g. ``dynamic=True``); returns self.
+
+        One graph per model, so Inductor fuses the elementwise work of the whole layer
+        (bias, residual, dropout, LayerNorm, the MLP's ops), in the forward and in the
+        backward AOTAutograd derives from it; state dict keys do not change. Compiled
+        artifacts are cached on disk (Inductor's FX graph cache, AOTAutograd's cache, under
+        ``TORCHINDUCTOR_CACHE_DIR``), so another process compiling the same structure pays
+        much less. Build the student with ``backend="eager"`` (the default): the MLPs are
+        then plain FX code that the whole-model graph takes in. See
+        :func:`distill.compile_mode.compiled_kd_step` to compile the loss with the forward.
+
+        Dropout masks come from torch's own RNG (Inductor's ``fallback_random``, unless
+        ``options={"fallback_random": False}``): the same masks as the eager model for a
+        seed, and on CPU several times cheaper than Inductor's per-element generator.
+        """
+        self.compile(**compile_options(options))
+        return self
 
     # ------------------------------------------------------------------- helpers
     @property

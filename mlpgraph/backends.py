@@ -136,6 +136,67 @@ def _inductor(fx_module: torch.fx.GraphModule, example: Example, options: Mappin
     return runner
 
 
+# ------------------------------------------------------------------ inductor-fused
+class _InferenceOrPlain:
+    """Runs the fused form, which has no autograd formula, unless autograd records a call
+    (grad mode on and an input that requires grad): then the plain form, compiled by
+    Inductor on first such use."""
+
+    def __init__(self, fused: Callable[..., torch.Tensor],
+                 plain: Callable[[], Callable[..., torch.Tensor]]) -> None:
+        self.fused, self._make_plain, self._plain = fused, plain, None
+
+    def __call__(self, x: torch.Tensor, *weights: torch.Tensor | None) -> torch.Tensor:
+        if torch.is_grad_enabled() and (x.requires_grad or any(
+                w is not None and w.requires_grad for w in weights)):
+            if self._plain is None:
+                self._plain = self._make_plain()
+            return self._plain(x, *weights)
+        return self.fused(x, *weights)
+
+
+def _reset_fused(fx_module: torch.fx.GraphModule) -> None:
+    _reset_code(fx_module)
+    fused = fx_module.meta.get("mlpgraph", {}).get("fused_module")
+    if fused is not None:
+        _reset_code(fused)
+
+
+@backend("inductor-fused", options=(set(_COMPILE_PARAMS) - {"model", "backend"}) | {"prepack"},
+         compiled_forms=True, release=_reset_fused,
+         doc="Inductor with each linear's bias and next op in the GEMM epilogue (oneDNN "
+             "post-ops on CPU, Triton templates on CUDA); inference, plain Inductor under "
+             "autograd; option prepack")
+def _inductor_fused(fx_module: torch.fx.GraphModule, example: Example,
+                    options: Mapping[str, Any], warmup: bool) -> Callable[..., torch.Tensor]:
+    from .codegen import build_functional
+    from .fusion import TRITON_OPTIONS, epilogue_plan, fused_calls
+
+    opts = dict(options)
+    prepack = bool(opts.pop("prepack", True))
+    where = epilogue_plan(example[0].device, example[0].dtype)
+    if where == "triton":  # Inductor's matmul templates take the epilogue themselves
+        opts["options"] = {**TRITON_OPTIONS, **opts.get("options", {})}
+    if where != "onednn":  # (no library fuses epilogues here: the plain Inductor form)
+        return _inductor(fx_module, example, opts, warmup)
+    meta = fx_module.meta["mlpgraph"]
+    calls = fused_calls(meta["graph"], prepack=prepack)
+    fgm = build_functional(meta["graph"], meta["d_model"], meta["d_inner"],
+                           has_bias=meta["has_bias"], compiled_forms=True, fused=calls)
+    meta["fused_module"] = fgm
+    # only elementwise work left outside the GEMMs is worth compiling
+    fused = torch.compile(fgm.forward, **inductor_kwargs(opts)) if calls.kernels \
+        else fgm.forward
+    runner = _InferenceOrPlain(
+        fused, lambda: torch.compile(fx_module.forward, **inductor_kwargs(opts)))
+    if warmup:
+        if calls.kernels and opts.get("dynamic") is not False:
+            torch._dynamo.mark_dynamic(example[0], 0)
+        with torch.no_grad():
+            runner(*example)
+    return runner
+
+
 # ------------------------------------------------------------------ export
 @backend("export", options={"strict"},
          doc="a torch.export program (dynamic in the token count); option strict")

@@ -62,6 +62,10 @@ def handle(args: argparse.Namespace) -> int:
     module = compile_graph(graph, args.d_model, k, args.backend, seed=0,
                            simplify=not args.no_simplify, device=args.device)
     print(f"compile:    {time.perf_counter() - t0:.2f} s")
+    if module.function.fx_module.meta["mlpgraph"].get("fused_module") is not None:
+        from .fusion import describe_plan
+
+        print(f"epilogues:  {', '.join(describe_plan(module.compiled_graph)) or 'none'}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         out = args.out / "fx_code.py"

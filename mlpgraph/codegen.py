@@ -15,6 +15,10 @@ Each IR node becomes exactly one FX node (shared IR nodes are computed once);
   of its compiled-backend form (:attr:`Primitive.compiled`) when asked;
 - ``narrow`` -> ``h[..., :m]`` with ``m = min(d, k)`` bound at build time;
 - a constant -> ``x.new_full((), c)`` (scalar) or :func:`fill` (a filled tensor).
+
+The *fused* form (``fused=``, used by the ``inductor-fused`` backend for inference) runs
+every linear as a oneDNN GEMM and emits a linear together with the primitive its GEMM
+absorbs as one call (:func:`_fused_call`; the plan is :mod:`mlpgraph.fusion`'s).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WidthError
+from .fusion import FusedCalls
 from .ir import Graph, Node, Op, Width
 
 __all__ = ["build_functional", "fill", "inner_width", "weight_arg_names"]
@@ -80,15 +85,38 @@ def _fx_call(n: Node, ins: list[torch.fx.Node], x: torch.fx.Node,
     return "call_function", n.prim.torch_fn(compiled_forms), tuple(ins), n.prim.name
 
 
+def _fused_call(n: Node, vals: Mapping[int, torch.fx.Node],
+                weights: Mapping[str, tuple[torch.fx.Node, torch.fx.Node | None]],
+                fused: FusedCalls) -> FxCall:
+    """The oneDNN call for a linear ``n`` alone, or for a primitive ``n`` with the linear
+    it absorbs (see :mod:`mlpgraph.fusion`)."""
+    e = fused.plan.get(n)
+    if e is None:  # a linear outside the plan: the GEMM alone
+        w, b = weights[n.name]
+        return ("call_function", fused.unary,
+                (vals[id(n.src[0])], w, b, "none", [], "", fused.prepack), n.name.lower())
+    w, b = weights[e.linear.name]
+    h, name = vals[id(e.linear.src[0])], f"{e.linear.name.lower()}_{n.prim.name}"
+    if e.other is None:
+        return ("call_function", fused.unary,
+                (h, w, b, e.attr, list(e.scalars), e.algorithm, fused.prepack), name)
+    return "call_function", fused.binary, (h, vals[id(e.other)], w, b, e.attr,
+                                           fused.prepack), name
+
+
 def build_functional(graph: Graph, d_model: int, d_inner: int | None, *,
                      has_bias: Mapping[str, bool] | bool = True,
-                     compiled_forms: bool = False) -> torch.fx.GraphModule:
+                     compiled_forms: bool = False,
+                     fused: FusedCalls | None = None) -> torch.fx.GraphModule:
     """A parameter-free ``GraphModule`` computing ``forward(x, w1_weight, w1_bias, ...)``.
 
     ``has_bias`` says which layers take a bias. ``compiled_forms``: call each primitive's
     compiled-backend form where it declares one (e.g. a rational tanh for Inductor).
+    ``fused``: run every linear as a oneDNN GEMM and let it absorb the primitives its
+    plan names (:func:`mlpgraph.fusion.fused_calls`; inference only).
     Every call builds a new module with its own generated code object, so
     ``torch.compile`` keeps a separate cache (and recompile budget) per candidate.
+    Its ``meta["mlpgraph"]`` records the graph, widths and options it was built from.
     """
     if isinstance(has_bias, bool):
         has_bias = dict.fromkeys(graph.linears, has_bias)
@@ -100,13 +128,23 @@ def build_functional(graph: Graph, d_model: int, d_inner: int | None, *,
         ph = fx.placeholder(f"{layer.lower()}_{kind}")
         weights[layer] = (ph, None) if kind == "weight" else (weights[layer][0], ph)
     vals: dict[int, torch.fx.Node] = {}
+    absorbed = {e.linear for e in fused.plan.values()} if fused is not None else set()
     for n in graph.nodes:
         if n.op is Op.INPUT:
             vals[id(n)] = x
             continue
-        ins = [vals[id(s)] for s in n.src]
-        op, target, args, name = _fx_call(n, ins, x, weights, d_model, k, compiled_forms)
+        if n in absorbed:  # computed by its parent's fused call (its only user)
+            continue
+        if fused is not None and (n in fused.plan or n.op is Op.LINEAR):
+            op, target, args, name = _fused_call(n, vals, weights, fused)
+        else:
+            ins = [vals[id(s)] for s in n.src]
+            op, target, args, name = _fx_call(n, ins, x, weights, d_model, k, compiled_forms)
         vals[id(n)] = fx.create_node(op, target, args, name=name)
     fx.output(vals[id(graph.root)])
     fx.lint()
-    return torch.fx.GraphModule(nn.Module(), fx, class_name="MLPFunctional")
+    gm = torch.fx.GraphModule(nn.Module(), fx, class_name="MLPFunctional")
+    gm.meta["mlpgraph"] = {"graph": graph, "d_model": d_model, "d_inner": d_inner,
+                           "has_bias": dict(has_bias), "compiled_forms": compiled_forms,
+                           "fused": fused is not None}
+    return gm

@@ -65,6 +65,7 @@ class Op(StrEnum):
 
 
 _LINEAR_NAME = re.compile(r"^W[A-Za-z0-9_]*$")
+_GOOD_NAMES: set[str] = set()  # linear names already checked against _LINEAR_NAME
 _FIXED_NAME = {Op.INPUT: "x", Op.NARROW: "narrow"}
 # hash-consing table: (op, width, payload, *child ids) -> weak reference to the live node
 _CACHE: dict[tuple, _Ref] = {}
@@ -83,6 +84,8 @@ class Node:
     height: int = field(repr=False)  # edges on the longest path down to a leaf
     ref_height: int = field(repr=False)  # the same with `narrow` not counted (the space's)
     _digest: str | None = field(default=None, repr=False)
+    # (memo token, rewritten node or None for a fixed point): see mlpgraph.rewrite
+    _rewritten: tuple[object, Node | None] | None = field(default=None, repr=False)
 
     @property
     def digest(self) -> str:
@@ -123,14 +126,18 @@ def node_arg(n: Node) -> str | float | None:
 # through object.__setattr__ for each field, measured 1.5x slower than this.
 _new = object.__new__
 (_set_op, _set_width, _set_src, _set_prim, _set_name, _set_value, _set_height,
- _set_ref_height, _set_digest) = (getattr(Node, f.name).__set__ for f in fields(Node))
+ _set_ref_height, _set_digest, set_rewritten) = (getattr(Node, f.name).__set__
+                                                 for f in fields(Node))
 
 
 def _make(op: Op, width: Width, src: tuple[Node, ...], payload: Primitive | str | float | None
           ) -> Node:
     """The live node with this structure, or a new one. ``payload``: the :class:`Primitive`,
     the linear's name or the constant's value (``None`` for the input and ``narrow``)."""
-    key = (op, width, payload, *map(id, src))
+    n_src = len(src)  # keys spelled out for the common arities: this runs for every node
+    key = (op, width, payload) if not n_src else (op, width, payload, id(src[0])) \
+        if n_src == 1 else (op, width, payload, id(src[0]), id(src[1])) if n_src == 2 \
+        else (op, width, payload, *map(id, src))
     ref = _CACHE.get(key)
     if ref is not None:
         hit = ref()
@@ -140,12 +147,21 @@ def _make(op: Op, width: Width, src: tuple[Node, ...], payload: Primitive | str 
     _set_op(node, op)
     _set_width(node, width)
     _set_src(node, src)
-    _set_prim(node, payload if op is Op.PRIM else None)
-    _set_value(node, payload if op is Op.CONST else None)
-    _set_name(node, payload.name if op is Op.PRIM else repr(payload) if op is Op.CONST
-              else payload or _FIXED_NAME[op])
+    if op is Op.PRIM:
+        _set_prim(node, payload)
+        _set_value(node, None)
+        _set_name(node, payload.name)
+    else:
+        _set_prim(node, None)
+        _set_value(node, payload if op is Op.CONST else None)
+        _set_name(node, repr(payload) if op is Op.CONST else payload or _FIXED_NAME[op])
     _set_digest(node, None)
-    if src:
+    set_rewritten(node, None)
+    if n_src == 1:
+        s = src[0]
+        _set_height(node, s.height + 1)
+        _set_ref_height(node, s.ref_height if op is Op.NARROW else s.ref_height + 1)
+    elif n_src:
         h = rh = 0
         for s in src:
             h = s.height if s.height > h else h
@@ -178,8 +194,11 @@ def _forget(ref: _Ref) -> None:
 
 # ---------------------------------------------------------------- builders
 def input_node() -> Node:
-    """The MLP input ``x`` (width ``d``)."""
-    return _make(Op.INPUT, Width.D, (), None)
+    """The MLP input ``x`` (width ``d``): one node, alive for the whole process."""
+    return _INPUT
+
+
+_INPUT = _make(Op.INPUT, Width.D, (), None)
 
 
 def const(value: float, width: Width = Width.S) -> Node:
@@ -187,7 +206,8 @@ def const(value: float, width: Width = Width.S) -> Node:
     v = float(value)
     if not math.isfinite(v):
         raise GraphTypeError(f"constant {value!r} is not finite; only finite constants exist")
-    return _make(Op.CONST, Width(width), (), v + 0.0)  # +0.0 folds -0.0 into 0.0
+    w = width if isinstance(width, Width) else Width(width)
+    return _make(Op.CONST, w, (), v + 0.0)  # +0.0 folds -0.0 into 0.0
 
 
 def default_linear_out(width: Width) -> Width:
@@ -197,7 +217,7 @@ def default_linear_out(width: Width) -> Width:
 
 def linear(name: str, a: Node, out: Width | str | None = None) -> Node:
     """Apply the linear layer ``name`` to ``a``; ``out`` annotates the output width."""
-    if not isinstance(name, str) or not _LINEAR_NAME.match(name):
+    if not isinstance(name, str) or (name not in _GOOD_NAMES and not _LINEAR_NAME.match(name)):
         raise GraphTypeError(
             f"linear layer name {name!r} is invalid: it must start with 'W' followed by "
             "letters, digits or '_' (e.g. W1, W2, Wgate)"
@@ -205,9 +225,12 @@ def linear(name: str, a: Node, out: Width | str | None = None) -> Node:
     if a.width is Width.S:
         raise GraphTypeError(f"linear {name} is applied to the scalar {describe(a)}; "
                              "apply it to a tensor-valued node")
-    w = default_linear_out(a.width) if out is None else Width(out)
-    if w not in (Width.D, Width.K):
+    w = default_linear_out(a.width) if out is None else out if isinstance(out, Width) \
+        else Width(out)
+    if w is not Width.D and w is not Width.K:
         raise GraphTypeError(f"linear {name} output width must be 'd' or 'k', got {w.value!r}")
+    if len(_GOOD_NAMES) < 4096:
+        _GOOD_NAMES.add(name)
     return _make(Op.LINEAR, w, (a,), name)
 
 
@@ -280,18 +303,18 @@ def rebuild(node: Node, src: Sequence[Node]) -> Node:
 def toposort(root: Node) -> list[Node]:
     """Nodes reachable from ``root``, children before parents, in DFS post-order."""
     order: list[Node] = []
-    seen: set[Node] = set()
-    add, push = seen.add, order.append
-
-    def visit(n: Node) -> None:
-        for s in n.src:
-            if s not in seen:
-                visit(s)
-        add(n)
-        push(n)
-
-    visit(root)
+    _post_order(root, set(), order)
     return order
+
+
+def _post_order(n: Node, seen: set[Node], order: list[Node]) -> None:
+    # a module-level function, not a closure: a recursive closure is a reference cycle
+    # that would keep every node of the graph alive until the next garbage collection
+    for s in n.src:
+        if s not in seen:
+            _post_order(s, seen, order)
+    seen.add(n)
+    order.append(n)
 
 
 def ancestors(graph: Graph, target: Node) -> list[Node]:
@@ -316,6 +339,7 @@ def describe(node: Node, limit: int = 60) -> str:
         return f"{n.name}({', '.join(go(s) for s in n.src)})"
 
     text = go(node)
+    go = None  # break the recursive closure's reference cycle now  # noqa: F841
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

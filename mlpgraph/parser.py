@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import string
 
 from . import ir
 from .errors import GraphTypeError, ParseError, PrimitiveError
@@ -27,22 +28,26 @@ from .ir import Graph, Node, Width
 from .primitives import REGISTRY
 
 _TOKEN = re.compile(
-    r"\s*(?:((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)|([A-Za-z_][A-Za-z0-9_]*)"
-    r"|([()\[\],+\-*])|(\S))"
+    r"\s*((?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|[A-Za-z_][A-Za-z0-9_]*|[()\[\],+\-*]|\S)"
 )
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 MAX_DEPTH = 100
 MAX_LENGTH = 100_000
 END = "<end>"
 _BAD = "<bad>"
 _BINARY = {"+": ("add", 1), "-": ("sub", 1), "*": ("mul", 2)}
+# a token's kind from its first character (operators are their own kind); other first
+# characters ('.', non-ASCII digits, anything else) are decided by _kind
+_KIND = {**dict.fromkeys("0123456789", "num"),
+         **dict.fromkeys(string.ascii_letters + "_", "name"), **{c: c for c in "()[],+-*"}}
 
 
 class TextTypeError(ParseError, GraphTypeError):
     """A width error found while parsing: both a ParseError (with position) and a GraphTypeError."""
 
 
-def _kind(t: tuple[str, str, str, str]) -> str:
-    return "num" if t[0] else "name" if t[1] else t[2] or _BAD
+def _kind(token: str) -> str:
+    return "num" if _NUMBER.fullmatch(token) else _BAD
 
 
 def tokenize(text: str) -> tuple[list[str], list[str]]:
@@ -51,9 +56,9 @@ def tokenize(text: str) -> tuple[list[str], list[str]]:
     if len(text) > MAX_LENGTH:
         raise ParseError(f"expression is {len(text)} characters long; the limit is "
                          f"{MAX_LENGTH}", text, MAX_LENGTH)
-    toks = _TOKEN.findall(text)
-    kinds = [_kind(t) for t in toks]
-    texts = [t[0] or t[1] or t[2] or t[3] for t in toks]
+    texts = _TOKEN.findall(text)
+    get = _KIND.get
+    kinds = [get(t[0]) or _kind(t) for t in texts]
     if _BAD in kinds:
         at = kinds.index(_BAD)
         raise ParseError(f"unexpected character {texts[at]!r}", text, token_positions(text)[at])
@@ -64,10 +69,7 @@ def tokenize(text: str) -> tuple[list[str], list[str]]:
 
 def token_positions(text: str) -> list[int]:
     """Start offsets of the tokens of ``text`` (computed only when an error is reported)."""
-    out = []
-    for m in _TOKEN.finditer(text):
-        g = m.lastindex or 1
-        out.append(m.start(g))
+    out = [m.start(1) for m in _TOKEN.finditer(text)]
     out.append(len(text))
     return out
 
@@ -134,9 +136,13 @@ class _Parser:
         if self.depth > MAX_DEPTH:
             raise self.error(f"expression nested deeper than {MAX_DEPTH} levels")
         kinds = self.kinds
-        # prefix: unary minus or an atom
+        # prefix: a name (the common case), unary minus or another atom
         at = self.i
-        if kinds[at] == "-":
+        kind = kinds[at]
+        if kind == "name":
+            self.i = at + 1
+            node = self.named(at, self.texts[at])
+        elif kind == "-":
             self.i += 1
             if kinds[self.i] == "num":
                 self.i += 1
@@ -148,15 +154,14 @@ class _Parser:
                 node = ir.apply("neg", operand)
         else:
             node = self.atom()
-        while True:
+        op = _BINARY.get(kinds[self.i])
+        while op is not None and op[1] >= min_prec:
             at = self.i
-            op = _BINARY.get(kinds[at])
-            if op is None or op[1] < min_prec:
-                break
             self.i += 1
             rhs = self.expr(op[1] + 1)
             self.at = at
             node = ir.apply(op[0], node, rhs, coerce=self.coerce)
+            op = _BINARY.get(kinds[self.i])
         self.depth -= 1
         return node
 
@@ -195,6 +200,14 @@ class _Parser:
             return ir.linear(name, arg, out)
         prim = REGISTRY.lookup(name)  # (never x or W...: the registry refuses those names)
         if prim is not None:
+            if kinds[self.i] == "(" and prim.arity == 1:  # the call_args of one argument
+                self.i += 1
+                arg = self.expr(1)
+                if kinds[self.i] == ")":
+                    self.i += 1
+                    self.at = at
+                    return ir.apply(prim, arg, coerce=self.coerce)
+                self.i = at + 1  # not one argument and ')': call_args reports it
             args = self.call_args(at, prim.arity)
             self.at = at
             return ir.apply(prim, *args, coerce=self.coerce)

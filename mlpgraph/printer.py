@@ -50,7 +50,10 @@ def format_node(node: Node, *, explicit: bool = False, infix: bool = True) -> st
             return f"{lt} {sym} {rt}", prec
         return f"{n.name}({', '.join(go(s)[0] for s in src)})", 3
 
-    return go(node)[0]
+    try:
+        return go(node)[0]
+    finally:  # break the recursive closures' reference cycle (no wait for the collector)
+        go = _prim = None  # noqa: F841
 
 
 def format_graph(graph: Graph, *, explicit: bool = False, infix: bool = True) -> str:

@@ -12,13 +12,12 @@ whenever it changes.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Callable, Iterable, Iterator, MutableMapping, MutableSequence, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import MLPGraphError
-from .ir import Graph, Node, Op, rebuild
+from .ir import Graph, Node, Op, rebuild, set_rewritten
 from .primitives import REGISTRY, Primitive
 
 
@@ -84,18 +83,37 @@ class RewriteLimitError(MLPGraphError):
     """Rules did not reach a fixed point within the step bound (a cycle among rules)."""
 
 
-RuleIndex = tuple[dict[Op, list[Rule]], dict[Primitive, list[Rule]]]
-_MISSING = object()
+#: one rule ready to try on a node the index already matched by kind and primitive:
+#: (rule, its pattern if children or a binding are left to check, else None)
+Attempt = tuple[Rule, Pat | None]
+#: (rules by node kind, attempts by node kind, attempts by primitive: filled as met)
+RuleIndex = tuple[dict[Op, list[Rule]], dict[Op, list[Attempt]], dict[Primitive, list[Attempt]]]
+
+
+def _attempts(rules: Iterable[Rule]) -> list[Attempt]:
+    return [(r, None if r.pattern.src is None and r.pattern.name is None else r.pattern)
+            for r in rules]
 
 
 def _build_index(rules: Iterable[Rule]) -> RuleIndex:
-    """Rules by node kind, plus an (empty, filled as primitives are met) table of the rules
-    whose pattern accepts a given primitive."""
+    """Rules by node kind, the same as attempts, plus an (empty, filled as primitives are
+    met) table of the attempts whose pattern accepts a given primitive."""
     rules = list(rules)
     by_op = {op: [r for r in rules if r.pattern.op in (op, None) and
                   (op is Op.PRIM or (r.pattern.prim is None and r.pattern.where is None))]
              for op in Op}
-    return by_op, {}
+    return by_op, {op: _attempts(rs) for op, rs in by_op.items()}, {}
+
+
+class MemoToken:
+    """Identifies one memo of rewrites: a node rewritten under a token keeps
+    ``(token, result)`` in its ``_rewritten`` slot (``result`` is ``None`` for a fixed
+    point), so a lookup is one attribute read and the entry dies with the node."""
+
+    __slots__ = ("stamp",)
+
+    def __init__(self, stamp: object = None) -> None:
+        self.stamp = stamp
 
 
 class RuleList(MutableSequence[Rule]):
@@ -106,7 +124,7 @@ class RuleList(MutableSequence[Rule]):
         self._rules = list(rules)
         self.version = 0
         self._index: tuple[int, RuleIndex] | None = None
-        self._memo: tuple[tuple[int, int], MutableMapping[Node, Node | None]] | None = None
+        self._memo = MemoToken()
 
     def __len__(self) -> int:
         return len(self._rules)
@@ -139,52 +157,63 @@ class RuleList(MutableSequence[Rule]):
             self._index = (self.version, _build_index(self._rules))
         return self._index[1]
 
-    def memo(self) -> MutableMapping[Node, Node | None]:
-        """Rewrites with these rules, node -> result (``None``: a fixed point), weakly keyed so
-        nothing is kept alive; emptied when the rules or the primitive registry change."""
+    def memo(self) -> MemoToken:
+        """The memo of rewrites with these rules (see :class:`MemoToken`): a new one, so
+        that earlier entries are ignored, whenever the rules or the primitive registry
+        changed."""
         stamp = (self.version, REGISTRY.version)
-        if self._memo is None or self._memo[0] != stamp:
-            self._memo = (stamp, weakref.WeakKeyDictionary())
-        return self._memo[1]
+        if self._memo.stamp != stamp:
+            self._memo = MemoToken(stamp)
+        return self._memo
 
 
 def graph_rewrite(graph: Graph, rules: Sequence[Rule], *, max_steps: int = 10_000,
                   trace: list[tuple[str, Node, Node]] | None = None,
-                  memo: MutableMapping[Node, Node | None] | None = None) -> Graph:
+                  memo: MemoToken | None = None) -> Graph:
     """Apply ``rules`` to every node, children first, until no rule fires anywhere.
 
-    ``memo`` maps a node to its rewritten form (``None`` when it is already a fixed
-    point); pass a persistent (e.g. weak-keyed) mapping to share work across calls.
+    ``memo``: a :class:`MemoToken` to share rewrites across calls (e.g.
+    :meth:`RuleList.memo`), valid only while ``rules`` stay the same; without it the
+    memo lasts this call. Each node keeps one entry, its latest token's.
     """
-    by_op, by_prim = rules.dispatch() if isinstance(rules, RuleList) else _build_index(rules)
+    by_op, by_kind, by_prim = rules.dispatch() if isinstance(rules, RuleList) \
+        else _build_index(rules)
+    token = MemoToken() if memo is None else memo
     steps = 0
-    memo = {} if memo is None else memo
-
-    def candidates(n: Node) -> list[Rule]:
-        if n.op is not Op.PRIM:
-            return by_op[n.op]
-        p = n.prim
-        hit = by_prim.get(p)
-        if hit is None:
-            hit = by_prim[p] = [r for r in by_op[Op.PRIM] if r.pattern.accepts(p)]
-        return hit
 
     def fire(n: Node) -> Node | None:
-        for r in candidates(n):
-            out = r.apply(n, check_prim=False)
+        if n.op is Op.PRIM:
+            attempts = by_prim.get(n.prim)
+            if attempts is None:
+                attempts = by_prim[n.prim] = [a for a in by_kind[Op.PRIM]
+                                              if a[0].pattern.accepts(n.prim)]
+        else:
+            attempts = by_kind[n.op]
+        for rule, pat in attempts:
+            env: dict[str, Node] = {}
+            if pat is not None and not pat.match(n, env, False):
+                continue
+            out = rule.fn(n, env)
             if out is not None and out is not n:
                 if trace is not None:
-                    trace.append((r.name, n, out))
+                    trace.append((rule.name, n, out))
                 return out
         return None
 
     def go(n: Node) -> Node:
         nonlocal steps
-        hit = memo.get(n, _MISSING)
-        if hit is not _MISSING:
-            return n if hit is None else hit
-        src = tuple(go(s) for s in n.src)
-        cur = n if src == n.src else rebuild(n, src)
+        hit = n._rewritten
+        if hit is not None and hit[0] is token:
+            return n if hit[1] is None else hit[1]
+        src = n.src
+        if not src:
+            cur = n
+        elif len(src) == 1:
+            a = go(src[0])
+            cur = n if a is src[0] else rebuild(n, (a,))
+        else:
+            new = tuple([go(s) for s in src])
+            cur = n if new == src else rebuild(n, new)
         while (out := fire(cur)) is not None:
             steps += 1
             if steps > max_steps:
@@ -193,10 +222,15 @@ def graph_rewrite(graph: Graph, rules: Sequence[Rule], *, max_steps: int = 10_00
                     f"{out!r}); two rules undo each other"
                 )
             cur = go(out) if out.src else out
-        memo[n] = None if cur is n else cur
-        if cur is not n:
-            memo[cur] = None  # a fixed point (never store a node as its own value)
+        if cur is n:
+            set_rewritten(n, (token, None))
+        else:
+            set_rewritten(n, (token, cur))
+            set_rewritten(cur, (token, None))  # a fixed point
         return cur
 
-    root = go(graph.root)
+    try:
+        root = go(graph.root)
+    finally:  # break the recursive closure's reference cycle (no wait for the collector)
+        go = fire = None  # noqa: F841
     return graph if root is graph.root else Graph(root)

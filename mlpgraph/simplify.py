@@ -111,10 +111,28 @@ def _chain_leaves(n: Node) -> tuple[list[Node], bool]:
     return leaves, left_deep
 
 
+def _precedes(b: Node, a: Node) -> bool:
+    """Whether :func:`canonical_sort` puts ``b`` before ``a`` (given as ``[a, b]``)."""
+    qa, qb = _quick_key(a), _quick_key(b)
+    return qb < qa if qa != qb else sort_key(b) < sort_key(a)
+
+
 def _ac_normalize(n: Node, env: dict[str, Node]) -> Node | None:
     """Associative + commutative chains: flatten, fold constants, dedupe if idempotent, sort,
     rebuild left-deep."""
     p = n.prim
+    a, b = n.src
+    if not ((a.prim is p and a.width is n.width) or (b.prim is p and b.width is n.width)):
+        ca = a.op is Op.CONST and a.width is Width.S
+        cb = b.op is Op.CONST and b.width is Width.S
+        if not (ca and cb):  # a chain of two leaves: what the general case below does
+            if cb:
+                return None  # a scalar constant already last
+            if ca or _precedes(b, a):
+                return ir.apply(p, b, a)
+            if a is b and p.idempotent:
+                return a if a.width is n.width else None
+            return None
     leaves, left_deep = _chain_leaves(n)
     consts = [c for c in leaves if _is_const(c) and c.width is Width.S]
     rest = [c for c in leaves if not (_is_const(c) and c.width is Width.S)]
@@ -196,9 +214,9 @@ def simplify(graph: Graph, *, rules: Sequence[Rule] | None = None, max_steps: in
 
     Dead nodes disappear by construction (a graph holds only what its output reaches).
     Pass a list as ``trace`` to receive ``(rule name, before, after)`` for every step.
-    With the default rules, results are memoized per node (weakly, so nothing is kept
-    alive, and emptied whenever :data:`RULES` is edited), so re-simplifying a graph or a
-    shared subgraph is a lookup.
+    With the default rules, results are memoized on the nodes (an entry dies with its
+    node and is ignored once :data:`RULES` or the primitive registry changes), so
+    re-simplifying a graph or a shared subgraph is a lookup.
     """
     memo = RULES.memo() if rules is None and trace is None else None
     return graph_rewrite(graph, RULES if rules is None else rules, max_steps=max_steps,

@@ -310,8 +310,9 @@ def test_export_save_load(tmp_path) -> None:
 def test_backend_registry_drives_compiler_and_cli(capsys) -> None:
     from mlpgraph import cli_compile
 
-    assert list(BACKENDS) == ["eager", "inductor", "export", "torchscript"]
-    assert [name for name, b in BACKENDS.items() if b.compiled_forms] == ["inductor"]
+    assert list(BACKENDS) == ["eager", "inductor", "inductor-fused", "export", "torchscript"]
+    assert [name for name, b in BACKENDS.items() if b.compiled_forms] == ["inductor",
+                                                                          "inductor-fused"]
     calls = []
 
     @backends.backend("traced", options={"check_trace"}, doc="TorchScript tracing (a test)")
