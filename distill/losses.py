@@ -8,7 +8,9 @@ Terms (each summed over the mapped layer pairs, each pair a mean over all elemen
   different count the term is skipped (see :func:`describe_distillation`).
 - ``hidden``: MSE between ``fit_dense(student hidden)`` and the teacher hidden state,
   with one shared ``fit_dense = Linear(H_s -> H_t)`` (identity when the widths are equal);
-  padding positions are included, as in the reference.
+  padding positions are included, as in the reference, unless ``forward(...,
+  skip_hidden_padding=True)`` (cached teacher outputs have no values there): then padding
+  adds neither loss nor gradient, and the mean still runs over all elements.
 - ``embedding``: the same on the embedding outputs (``hidden_states[0]``).
 - ``prediction``: soft cross-entropy ``-sum softmax(t/T) * log_softmax(s/T)`` averaged over
   the batch (no ``T**2`` factor, as in the reference), or MSE for regression.
@@ -72,14 +74,18 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor,
     return F.mse_loss(student.masked_fill(masked, 0.0), teacher.masked_fill(masked, 0.0))
 
 
-def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, fit_dense: nn.Module) -> torch.Tensor:
-    """MSE between ``fit_dense(student)`` ``[B, T, H_t]`` and ``teacher``."""
+def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, fit_dense: nn.Module,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between ``fit_dense(student)`` ``[B, T, H_t]`` and ``teacher``; where ``keep``
+    (``[B, T, 1]`` bool) is False the teacher's value is taken as matched exactly."""
     mapped = fit_dense(student)
     if mapped.shape != teacher.shape:
         raise DistillShapeError(
             f"fit_dense(student hidden) has shape {tuple(mapped.shape)} but the teacher's "
             f"hidden state has {tuple(teacher.shape)}; build KDLoss with the teacher's width "
             "and feed both models the same batch")
+    if keep is not None:
+        mapped = torch.where(keep, mapped, teacher)
     return F.mse_loss(mapped, teacher)
 
 
@@ -198,11 +204,13 @@ class KDLoss(nn.Module):
     def describe(self) -> str:
         return describe_distillation(self)
 
-    def forward(self, student: Any, teacher: Any,
-                attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, student: Any, teacher: Any, attention_mask: torch.Tensor | None = None,
+                *, skip_hidden_padding: bool = False) -> dict[str, torch.Tensor]:
         s_hidden, t_hidden = _get(student, "hidden_states"), _get(teacher, "hidden_states")
         if attention_mask is None:
             attention_mask = _get(student, "attention_mask")
+        keep = (attention_mask.bool()[..., None].to(self._device(s_hidden, student))
+                if skip_hidden_padding and attention_mask is not None else None)
         device = self._device(s_hidden, student)
         zero = torch.zeros((), device=device)
         terms = dict.fromkeys(TERMS, zero)
@@ -211,10 +219,11 @@ class KDLoss(nn.Module):
             self._check_count("hidden_states", s_hidden, self.student_layers + 1,
                               t_hidden, self.teacher_layers + 1)
         if w.embedding:
-            terms["embedding"] = hidden_mse(s_hidden[0], t_hidden[0].detach(), self.fit_dense)
+            terms["embedding"] = hidden_mse(s_hidden[0], t_hidden[0].detach(), self.fit_dense,
+                                           keep)
         if w.hidden:
-            terms["hidden"] = sum((hidden_mse(s_hidden[s], t_hidden[t].detach(), self.fit_dense)
-                                   for s, t in self.layer_map.items()), zero)
+            terms["hidden"] = sum((hidden_mse(s_hidden[s], t_hidden[t].detach(), self.fit_dense,
+                                              keep) for s, t in self.layer_map.items()), zero)
         if self.attention_active:
             s_att, t_att = _get(student, "attention_scores"), _get(teacher, "attention_scores")
             self._check_count("attention_scores", s_att, self.student_layers,

@@ -44,22 +44,6 @@ class Teacher(Protocol):
         ...
 
 
-def _fill_padding(kd: KDLoss, student: Any, targets: dict[str, Any],
-                  mask: torch.Tensor) -> dict[str, Any]:
-    """Teacher hidden targets at padding positions := the student's own mapped value, so
-    padding adds no loss (cached targets have no values there)."""
-    hidden = list(targets["hidden_states"])
-    keep = mask.bool()[..., None]
-    pairs = ([(0, 0)] if kd.weights.embedding else []) + (
-        list(kd.layer_map.items()) if kd.weights.hidden else [])
-    for s, t in pairs:
-        if hidden[t] is not None:
-            with torch.no_grad():
-                own = kd.fit_dense(student.hidden_states[s]).to(hidden[t].dtype)
-            hidden[t] = torch.where(keep, hidden[t], own)
-    return {**targets, "hidden_states": hidden}
-
-
 def _subnet(model: nn.Module, sampler: Sampler, rng: random.Random) -> nn.Module:
     before = len(getattr(model, "extra", ()))
     specs = list(sampler(rng))
@@ -88,8 +72,8 @@ def distill(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, config: TrainCo
         net = _subnet(model, sampler, rng) if sampler is not None else model
         out = net(**model_inputs(net, batch))
         targets = teacher.targets(indices, batch)
-        targets = _fill_padding(kd_loss, out, targets, batch["attention_mask"])
-        terms = kd_loss(out, targets, batch["attention_mask"])
+        # cached targets have no values at padding: padding adds no loss
+        terms = kd_loss(out, targets, batch["attention_mask"], skip_hidden_padding=True)
         if label_weight and "labels" in batch:
             terms["label"] = _label_loss(out.logits, batch["labels"], kd_loss.is_regression)
             terms["total"] = terms["total"] + label_weight * terms["label"]
@@ -182,9 +166,8 @@ def evaluate_kd(model: nn.Module, teacher: Teacher, kd_loss: KDLoss, *, batch_si
         batch = data.batch(rows, device)
         out = model(**model_inputs(model, batch))
         logits.append(out.logits.float().cpu().numpy())
-        targets = _fill_padding(kd_loss, out, teacher.targets(rows, batch),
-                                batch["attention_mask"])
-        terms = kd_loss(out, targets, batch["attention_mask"])
+        targets = teacher.targets(rows, batch)
+        terms = kd_loss(out, targets, batch["attention_mask"], skip_hidden_padding=True)
         part = {("kd_loss" if k == "total" else f"kd_{k}"): float(v) * len(rows)
                 for k, v in terms.items()}
         if targets.get("logits") is not None:

@@ -66,6 +66,25 @@ def test_hidden_mse_through_fit_dense():
         hidden_mse(s, rnd(2, 3, 6), fit)
 
 
+def test_hidden_mse_skipping_padding_matches_filling_it_with_the_students_value():
+    # the plain reference: padding targets replaced by the student's own mapped value
+    s, t = rnd(2, 3, 4).requires_grad_(), rnd(2, 3, 5)
+    keep = torch.tensor([[1, 1, 0], [1, 0, 0]], dtype=torch.bool)[..., None]
+    fit = nn.Linear(4, 5).double()
+    fast = hidden_mse(s, t, fit, keep)
+    (g_fast,) = torch.autograd.grad(fast, s)
+    with torch.no_grad():
+        own = fit(s)
+    ref = hidden_mse(s, torch.where(keep, t, own), fit)
+    (g_ref,) = torch.autograd.grad(ref, s)
+    mapped = (s @ fit.weight.T + fit.bias).detach()
+    by_hand = (((mapped - t) ** 2) * keep).sum().item() / (2 * 3 * 5)
+    assert fast.item() == pytest.approx(by_hand, rel=1e-12)
+    assert fast.item() == pytest.approx(ref.item(), rel=1e-12)
+    assert torch.allclose(g_fast, g_ref, rtol=0, atol=1e-14)
+    assert g_fast[1, 1:].abs().max().item() == 0.0
+
+
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
 def test_soft_cross_entropy_matches_formula(temperature):
     s, t = rnd(3, 4), rnd(3, 4)

@@ -39,7 +39,6 @@ from distill.teacher import (
 )
 from distill.teacher_cache import cache_teacher_outputs
 from distill.train import (
-    _fill_padding,
     distill,
     evaluate,
     evaluate_kd,
@@ -207,8 +206,7 @@ def test_evaluate_kd_against_one_plain_batch(teacher_dir, encoded):
     with torch.no_grad():
         out = student(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         t = live.targets(rows, batch)
-        terms = kd(out, _fill_padding(kd, out, t, batch["attention_mask"]),
-                   batch["attention_mask"])
+        terms = kd(out, t, batch["attention_mask"], skip_hidden_padding=True)
     assert whole["kd_loss"] == pytest.approx(float(terms["total"]), rel=1e-5)
     assert whole["kd_attention"] == pytest.approx(float(terms["attention"]), rel=1e-5)
     s_log = out.logits.double().numpy()
