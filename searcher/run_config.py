@@ -176,7 +176,7 @@ class Stage2(StageBase):
     """Fine, expressions only; ``s`` and ratio from stage 1's winner, which is the seed."""
 
     stage: Literal[2] = 2
-    controller: ControllerSpec = ControllerSpec(evaluations=12)
+    controller: ControllerSpec = ControllerSpec(evaluations=8)
     fidelity: FidelitySpec = FidelitySpec(rungs=QUICK_RUNGS, confirm_seeds=2, control="all")
 
 
