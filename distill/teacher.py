@@ -11,12 +11,14 @@ rows hold a large negative value, which the losses ignore.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -79,10 +81,27 @@ def load_teacher(path: str | Path | None = None, *, num_labels: int | None = Non
                           else "single_label_classification")
         cls = AutoModelForSequenceClassification if classifier else AutoModel
         try:
-            model = cls.from_pretrained(str(folder), **kwargs)
+            with _quiet_transformers():  # a new head is expected; the load report is noise
+                model = cls.from_pretrained(str(folder), **kwargs)
         except (OSError, ValueError, KeyError) as exc:
             raise TeacherError(f"cannot load {cls.__name__} from {folder}: {exc}") from exc
     return model.to(device or "cpu").eval()
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' loading messages and progress bars off, restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def teacher_dims(config: Any) -> SimpleNamespace:
