@@ -76,7 +76,7 @@ def _budget(ctx: Context, supernet: Path, seed: int, folder: Path | None) -> Sco
 
 def _train_all(ctx: Context, models: dict[str, Candidate], supernet: Path
                ) -> dict[str, list[ScoreResult]]:
-    from .run import KDScorer
+    from .run import scorer_of
 
     p, hidden = ctx.pipeline, ctx.student_config.hidden
     seeds = [p.seed + k * SEED_STRIDE for k in range(p.final.seeds)]
@@ -85,7 +85,7 @@ def _train_all(ctx: Context, models: dict[str, Candidate], supernet: Path
              for k, seed in enumerate(seeds) for name, cand in models.items()]
     out: dict[str, list[ScoreResult]] = {name: [None] * len(seeds) for name in models}
     ex = p.executor
-    with make_executor(ex.kind, KDScorer(1), workers=ex.workers, timeout=None,
+    with make_executor(ex.kind, scorer_of(p), workers=ex.workers, timeout=None,
                        address=ex.address) as executor:
         for o in executor.run(tasks):
             if o.status != "ok":

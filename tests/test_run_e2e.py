@@ -149,7 +149,10 @@ def test_user_files_and_a_user_primitive_end_to_end(tmp_path, teacher_dir):
     p = tiny_pipeline("movie_binary", teacher_dir).but(
         data=data, primitives=[str(prim)], space={"base": "paper", "add": ["tanh_cubed"]},
         stages=[Stage1(controller=ctl, kd_steps=1).dump()], final={"task_steps": 2,
-                                                                  "batch_size": 8, "seeds": 2})
+                                                                  "batch_size": 8, "seeds": 2},
+        # spawned workers, as a user's run: the task and primitive must reach the search's
+        # and the final comparison's workers alike
+        executor={"kind": "local", "workers": 1})
     run = tmp_path / "run"
     res = run_pipeline(p, run, stages=[1], cache_dir=str(tmp_path / "cache"), progress=False,
                        log=lambda s: None)
