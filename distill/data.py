@@ -52,7 +52,7 @@ from typing import Any
 
 import datasets
 
-from distill.assets import ensure_asset
+from distill.assets import ensure_asset, offline_env
 from distill.errors import DataFormatError, DatasetUnavailableError, MissingAssetError
 from distill.local_files import _check_files, _columns
 from distill.metrics import GLUE_METRICS
@@ -308,8 +308,9 @@ def load_glue(task: str, data_files: Mapping[str, str | Path] | None = None,
     With ``data_files`` ({split: path}; csv, tsv, json or jsonl in the HF glue schema,
     e.g. mnli: premise, hypothesis, label, idx; splits validation_matched /
     validation_mismatched) the files are read with ``datasets.load_dataset``; string
-    labels (``"entailment"``) are mapped to ids. Otherwise the hub data is loaded
-    (online, or from the HF cache when offline).
+    labels (``"entailment"``) are mapped to ids. Otherwise the dataset comes from the local
+    ``datasets`` cache (``cache_dir``, default ``HF_DATASETS_CACHE``) when it is there, else
+    from the hub.
     """
     spec = get_task_spec(task)
     if spec.name not in GLUE_METRICS:
@@ -317,6 +318,11 @@ def load_glue(task: str, data_files: Mapping[str, str | Path] | None = None,
     cache = str(cache_dir) if cache_dir is not None else None
     if data_files:
         return _load_local_glue(spec, data_files, cache)
+    try:  # the local datasets cache first, without touching the network
+        with offline_env():
+            return datasets.load_dataset(GLUE_HUB_ID, spec.name, cache_dir=cache)
+    except Exception:
+        pass
     try:
         return datasets.load_dataset(GLUE_HUB_ID, spec.name, cache_dir=cache)
     except Exception as exc:
@@ -330,7 +336,8 @@ def load_glue(task: str, data_files: Mapping[str, str | Path] | None = None,
 
 # ----------------------------------------------------------------------------- the registry
 def _load_glue_task(spec: TaskSpec, cache_dir: str | Path | None) -> datasets.DatasetDict:
-    return load_glue(spec.name, cache_dir=cache_dir)
+    # ``cache_dir`` is efficientbert's asset cache; GLUE lives in the datasets cache
+    return load_glue(spec.name)
 
 
 def _load_sentiment(spec: TaskSpec, cache_dir: str | Path | None) -> datasets.DatasetDict:

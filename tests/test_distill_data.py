@@ -12,6 +12,7 @@ import os
 import random
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 
@@ -129,6 +130,44 @@ def test_load_glue_errors(tmp_path: Path) -> None:
 def test_load_glue_offline_without_files_says_what_to_do(tmp_path: Path) -> None:
     with offline_env(), pytest.raises(DatasetUnavailableError, match="pass local files"):
         load_glue("rte", cache_dir=tmp_path / "hf")
+
+
+def _cache_glue_sst2(root: Path) -> None:
+    """Write GLUE sst2 into a datasets cache at ``root`` in the layout ``load_dataset``
+    leaves behind for ``nyu-mll/glue`` (what a user who loaded it once has on disk)."""
+    import shutil
+
+    import pandas as pd
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    files = {}
+    for split, n in (("train", 12), ("validation", 6), ("test", 4)):
+        files[split] = str(root / f"{split}.parquet")
+        pd.DataFrame({"sentence": [f"{split} sentence {i}" for i in range(n)],
+                      "label": [-1 if split == "test" else i % 2 for i in range(n)],
+                      "idx": list(range(n))}).to_parquet(files[split])
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"]),
+                                  "idx": datasets.Value("int32")})
+    builder = Parquet(cache_dir=str(root / "build"), dataset_name="glue", config_name="sst2",
+                      data_files=files, features=features, hash="0" * 16)
+    builder.download_and_prepare()
+    (root / "cache" / "nyu-mll___glue").mkdir(parents=True)
+    config_dir = next((root / "build" / "glue").iterdir())  # sst2-<hash of the files>
+    shutil.move(str(config_dir), str(root / "cache" / "nyu-mll___glue" / "sst2"))
+
+
+def test_glue_task_from_the_local_datasets_cache(tmp_path: Path, monkeypatch) -> None:
+    # what `efficientbert run --task sst2` loads: the registry's spec, offline, from the
+    # datasets cache (not efficientbert's asset cache)
+    _cache_glue_sst2(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    spec = get_task_spec("sst2")
+    with offline_env():
+        ds = spec.load(tmp_path / "efficientbert-cache")
+    assert ds["train"].num_rows == 12 and ds["validation"].num_rows == 6
+    assert list(ds["validation"]["label"]) == [i % 2 for i in range(6)]
+    assert spec.final_split == "validation" and spec.train_split == "train"
 
 
 # ----------------------------------------------------------------------------- SQuAD
