@@ -108,7 +108,7 @@ class ScoreSpec(Model):
 
     train_slice: tuple[NonNegativeInt, PositiveInt] = (0, 3200)
     heldout_size: PositiveInt = 1000
-    fitness_rows: NonNegativeInt = 500  # held-out unlabeled sentences for the KD fitness
+    fitness_rows: NonNegativeInt = 300  # held-out unlabeled sentences for the KD fitness
     batch_size: PositiveInt = 32  # KD minibatch
     lr: Annotated[float, Field(gt=0)] = 4e-4
     rank_by: str | None = "kd_loss"  # the metric the search ranks by (None: the task's
@@ -160,6 +160,8 @@ class StageBase(Model):
 #: the quick preset's successive halving: every candidate 30 KD steps, the best 4 then 100,
 #: the best 2 then 150 over two seeds
 QUICK_RUNGS = (Rung(steps=30), Rung(steps=100, keep=4), Rung(steps=150, keep=2, seeds=2))
+#: stage 2's (fewer candidates, one shape): 30 KD steps, then the best 2 at 150 over two seeds
+QUICK_RUNGS_FINE = (Rung(steps=30), Rung(steps=150, keep=2, seeds=2))
 
 
 class Stage1(StageBase):
@@ -167,7 +169,7 @@ class Stage1(StageBase):
     feasible ``(s, ratio)``."""
 
     stage: Literal[1] = 1
-    controller: ControllerSpec = ControllerSpec(evaluations=16)
+    controller: ControllerSpec = ControllerSpec(evaluations=14)
     fidelity: FidelitySpec = FidelitySpec(rungs=QUICK_RUNGS, confirm_seeds=2,
                                           control="promoted")
 
@@ -177,7 +179,8 @@ class Stage2(StageBase):
 
     stage: Literal[2] = 2
     controller: ControllerSpec = ControllerSpec(evaluations=8)
-    fidelity: FidelitySpec = FidelitySpec(rungs=QUICK_RUNGS, confirm_seeds=2, control="all")
+    fidelity: FidelitySpec = FidelitySpec(rungs=QUICK_RUNGS_FINE, confirm_seeds=2,
+                                          control="all")
 
 
 class Stage3(StageBase):

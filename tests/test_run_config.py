@@ -89,7 +89,7 @@ def test_stage_defaults_masks_and_composed_search_configs():
     assert Stage3().genes == {"stacks", "ratio"} and Stage3().no_training
     assert isinstance(Stage3().rewarm, WarmupSpec) and Stage1().rewarm is None
     assert (Stage1().controller.evaluations, Stage2().controller.evaluations,
-            Stage3().controller.evaluations) == (16, 8, 24)
+            Stage3().controller.evaluations) == (14, 8, 24)
     p = quick_preset()
     cons, _ = derive_constraints(p, p.student.to_config())
     for spec in p.stages:
