@@ -144,6 +144,9 @@ def test_local_loop_times_out_replaces_dead_workers_and_keeps_them_across_runs()
         crash = out[KINDS.index("crash")]
         assert "died" in crash.error and crash.worker in crash.error
         gone = {_pid(out[KINDS.index(k)]) for k in ("hang", "crash")}
+        deadline = time.monotonic() + 10.0  # a SIGKILLed process takes a moment to go
+        while any(_alive(p) for p in gone) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(gone) == 2 and not any(_alive(p) for p in gone)  # killed, not lingering
         again = [Task((i,), t.spec, None) for i, t in enumerate(tasks) if KINDS[i] == "ok"] * 2
         first, second = pool.run(again), pool.run(again)
