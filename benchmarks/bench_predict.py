@@ -18,15 +18,16 @@ else ``--texts FILE`` (one per line). Writes ``benchmarks/results/predict.json``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from common import wait_for_others  # benchmarks/common.py
+from timing import interleaved  # benchmarks/timing.py
 
 from distill.predict import Predictor
 
@@ -40,21 +41,14 @@ def load_sentences(args: argparse.Namespace) -> list[str]:
     return list(load_sentiment_task("movie_binary")["test"]["sentence"])[: args.sentences]
 
 
-def time_round(p: Predictor, texts: list[str], batch: int) -> float:
-    start = time.perf_counter()
-    p.predict(texts, batch_size=batch)
-    return (time.perf_counter() - start) * 1000 / len(texts)
-
-
 def measure(models: dict[str, Predictor], texts: list[str], batch: int,
             rounds: int) -> dict[str, list[float]]:
-    for p in models.values():  # warm-up
-        time_round(p, texts, batch)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, p in models.items():
-            times[name].append(time_round(p, texts, batch))
-    return times
+    """Per model, ms per sentence of each round (one labelling of every sentence; models
+    interleaved round by round after one warm-up round each)."""
+    calls = {name: functools.partial(p.predict, texts, batch_size=batch)
+             for name, p in models.items()}
+    seconds = interleaved(calls, rounds=rounds, calls=1, warmup=1)
+    return {name: [s * 1000 / len(texts) for s in v] for name, v in seconds.items()}
 
 
 def main() -> None:

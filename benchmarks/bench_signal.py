@@ -39,7 +39,6 @@ import torch
 
 import mlpgraph
 from distill.pipeline import TUNED, distill_student
-from distill.score import ScoreBudget
 from distill.stats import icc_consistency, kendall
 from distill.teacher_cache import TeacherOutputs
 from distill.train import evaluate_kd
@@ -94,21 +93,14 @@ def short_scores(ctx: Context, cands: dict[str, Candidate], warmups: dict[str, P
     """(warm-up, candidate, seed) -> the scorer's metrics; cached in signal/short.json."""
     path = WORK / "short.json"
     done = json.loads(path.read_text()) if path.is_file() else {}
-    p, hidden = ctx.pipeline, ctx.student_config.hidden
-    fitness = tuple(str(ctx.outputs[k].folder) for k in ("heldout", "fitness") if k in ctx.outputs)
+    hidden = ctx.student_config.hidden
     tasks = []
     for w, folder in warmups.items():
         for name, cand in cands.items():
             for s in seeds:
                 key = f"{w}|{name}|{s}|{steps}"
                 if key not in done:
-                    budget = ScoreBudget(
-                        supernet=str(folder), kd_steps=steps, batch_size=p.score.batch_size,
-                        lr=p.score.lr, train_slice=p.score.train_slice,
-                        heldout_size=p.score.heldout_size, seed=s, task=p.task,
-                        teacher=str(ctx.tuned), latency_repeats=0,
-                        common_noise=p.score.common_noise, dropout=p.score.dropout,
-                        fitness=fitness)
+                    budget = ctx.score_budget(folder, steps, seed=s, latency_repeats=0)
                     tasks.append(Task((key,), cand.spec(hidden), budget))
     if tasks:
         with make_executor("local", KDScorer(1), workers=2) as ex:

@@ -209,9 +209,9 @@ class KDLoss(nn.Module):
         s_hidden, t_hidden = _get(student, "hidden_states"), _get(teacher, "hidden_states")
         if attention_mask is None:
             attention_mask = _get(student, "attention_mask")
-        keep = (attention_mask.bool()[..., None].to(self._device(s_hidden, student))
-                if skip_hidden_padding and attention_mask is not None else None)
         device = self._device(s_hidden, student)
+        keep = (attention_mask.bool()[..., None].to(device)
+                if skip_hidden_padding and attention_mask is not None else None)
         zero = torch.zeros((), device=device)
         terms = dict.fromkeys(TERMS, zero)
         w = self.weights

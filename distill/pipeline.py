@@ -17,6 +17,7 @@ phase starts from.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -198,6 +199,7 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
     run = _Run(student, recipe, seed, device, progress, cache_dir, checkpoint_dir,
                checkpoint_every, seconds)
 
+    @functools.cache  # general KD and, with ``transfer_set``, task KD read the same rows
     def unlabeled() -> EncodedTexts:
         held_out = {t for split in (*spec.eval_splits, *spec.test_splits) if split in ds
                     for col in spec.text_columns for t in ds[split][col]}

@@ -62,15 +62,11 @@ def equal_params_ffn(winner: Candidate, hidden: int, max_stacks: int = 4) -> Can
 
 
 def _budget(ctx: Context, supernet: Path, seed: int, folder: Path | None) -> ScoreBudget:
-    p, fin, spec = ctx.pipeline, ctx.pipeline.final, ctx.task
-    return ScoreBudget(
-        supernet=str(supernet), kd_steps=fin.task_steps, batch_size=fin.batch_size, lr=fin.lr,
-        label_weight=fin.label_weight, train_slice=(0, 10**9),
-        heldout_size=p.score.heldout_size, seed=seed, task=spec.name, teacher=str(ctx.tuned),
-        cache_dir=ctx.cache_dir, latency_repeats=0, device=p.device or "cpu",
-        common_noise=True, report_splits=(spec.final_split,),
-        fitness=tuple(str(ctx.outputs[k].folder) for k in ("heldout", "fitness")
-                      if k in ctx.outputs),
+    fin = ctx.pipeline.final
+    return ctx.score_budget(
+        supernet, fin.task_steps, batch_size=fin.batch_size, lr=fin.lr,
+        label_weight=fin.label_weight, train_slice=(0, 10**9), seed=seed, latency_repeats=0,
+        common_noise=True, dropout=None, report_splits=(ctx.task.final_split,),
         save_to=None if folder is None else str(folder))
 
 

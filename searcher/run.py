@@ -138,6 +138,20 @@ class Context:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
         return self.timings[key]
 
+    def score_budget(self, supernet: Path, kd_steps: int, **overrides: Any) -> ScoreBudget:
+        """How this run scores a candidate: the pipeline's score settings, its task,
+        teacher, caches, device and fitness rows; ``overrides`` replace any field."""
+        p, sc = self.pipeline, self.pipeline.score
+        return ScoreBudget(**{
+            "supernet": str(supernet), "kd_steps": kd_steps, "batch_size": sc.batch_size,
+            "lr": sc.lr, "train_slice": sc.train_slice, "heldout_size": sc.heldout_size,
+            "seed": p.seed, "task": self.task.name, "teacher": str(self.tuned),
+            "cache_dir": self.cache_dir, "latency_repeats": sc.latency_repeats,
+            "device": str(default_device(p.device)), "common_noise": sc.common_noise,
+            "dropout": sc.dropout,
+            "fitness": tuple(str(self.outputs[k].folder) for k in ("heldout", "fitness")
+                             if k in self.outputs), **overrides})
+
 
 # ------------------------------------------------------------------- before any work
 def preflight(pipeline: Pipeline, run_dir: Path, *, resume: bool, stages: list[int],
@@ -300,15 +314,7 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
     if done.is_file():
         ctx.log(f"stage {spec.stage}: already finished, reusing {done}")
         return json.loads(done.read_text())
-    sc = p.score
-    budget = ScoreBudget(
-        supernet=str(supernet), kd_steps=spec.kd_steps, batch_size=sc.batch_size, lr=sc.lr,
-        train_slice=sc.train_slice, heldout_size=sc.heldout_size, seed=p.seed,
-        no_training=spec.no_training, task=ctx.task.name, teacher=str(ctx.tuned),
-        cache_dir=ctx.cache_dir, latency_repeats=sc.latency_repeats,
-        device=str(default_device(p.device)), common_noise=sc.common_noise, dropout=sc.dropout,
-        fitness=tuple(str(ctx.outputs[k].folder) for k in ("heldout", "fitness")
-                      if k in ctx.outputs))
+    budget = ctx.score_budget(supernet, spec.kd_steps, no_training=spec.no_training)
     cfg = search_config(p, spec, base, ctx.constraints, budget)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "search_config.json").write_text(json.dumps(cfg.dump(), indent=2) + "\n")
