@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import mlpgraph
@@ -237,7 +237,9 @@ def derive_constraints(pipeline: Pipeline, student_config: Any
     space = resolve_space(pipeline.space)
     counter = ParamCounter.from_student_config(student_config)
     lo, hi = pipeline.budget.mlp_width
-    seeds = [c for c in seed_candidates(space, pipeline.student.num_layers)
+    ffn_only = replace(space, seed_expressions=space.seed_expressions[:1])  # GLU seeds of a
+    #   wide space are 1.5x wider per unit of s x ratio: they must not widen the window
+    seeds = [c for c in seed_candidates(ffn_only, pipeline.student.num_layers)
              if lo <= float(c.layers[0].stacks * c.layers[0].ratio) <= hi]
     if not seeds:
         raise SearchConfigError("budget.mlp_width", f"({lo}, {hi}) admits no standard FFN: "

@@ -101,6 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         changes["data"] = files.to_dict()
     if args.primitives:
         changes["primitives"] = tuple(args.primitives)
+    if args.final_seeds is not None:
+        changes["final"] = pipeline.final.but(seeds=args.final_seeds)
     if args.space:
         changes["space"] = json.loads(args.space) if args.space.startswith("{") else args.space
     ex = {k: v for k, v in (("kind", args.executor), ("workers", args.workers),
@@ -167,6 +169,9 @@ def register(subparsers: Any, parents: Parents) -> None:
     p.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",
                    help="run folder (default: runs/<preset>-seed<seed>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--final-seeds", type=positive_int, default=None, metavar="N",
+                   help="paired seeds of the final comparison (overrides final.seeds; with "
+                   "--resume, a finished run trains only the new seeds)")
     p.add_argument("--seed", type=int, default=None, help="overrides the pipeline's seed")
     p.add_argument("--stages", type=parse_stages, default=[1, 2, 3], metavar="1,2,3",
                    help="stages to run; a later stage starts from the latest earlier winner "

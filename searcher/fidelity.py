@@ -17,14 +17,18 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlpgraph
+from distill.result import higher_is_better
 
 from .candidate import Candidate, LayerGene
 from .config import Rung
 from .journal import Evaluation
 from .scoring import EvalBudget
+
+if TYPE_CHECKING:
+    from .search import Evaluated
 
 Fitness = tuple[int, float, float]  # (rung, value, tie), each larger-is-better
 SEED_STRIDE = 7919  # score-budget seed of rep k: seed + k * SEED_STRIDE
@@ -93,3 +97,16 @@ def control_of(cand: Candidate, seed_expression: str) -> Candidate:
 def wants_control(mode: str, rung: int) -> bool:
     """Whether rung ``rung`` scores controls under the fidelity's ``control`` mode."""
     return mode == "all" or (mode == "promoted" and rung > 0)
+
+
+def fallback_reason(top: Evaluated, rank_by: str) -> str | None:
+    """Why a stage hands on the standard FFN at its best candidate's shape instead of that
+    candidate (None: it does not): the best scored worse than that FFN under the same seeds
+    at its highest rung, so no candidate of the stage was shown better than the FFN."""
+    if top.delta is None or top.delta == 0:
+        return None
+    if (top.delta > 0) == higher_is_better(rank_by):
+        return None
+    return (f"the best candidate ({top.candidate.describe()}) scored {top.delta:+.4f} "
+            f"{rank_by} against the standard FFN of its shape under the same seeds, i.e. "
+            "worse; that FFN is the stage's winner")

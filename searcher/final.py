@@ -15,12 +15,16 @@ Seed ``k`` fixes the batch order and the dropout stream of every student alike (
 seeds). Each run is a scorer call (:func:`distill.score.score`) in the run's executor, so the
 students train in parallel; it reports the task metrics on the evaluation split and on the
 test split (read here only), and the KD objective on the held-out fitness rows. Seed 0's
-students are saved as model folders (``RUN_DIR/winner``, ``RUN_DIR/baseline``, ...).
+students are saved as model folders (``RUN_DIR/winner``, ``RUN_DIR/baseline``, ...). Each
+finished training is kept in ``RUN_DIR/final/`` under a key of its candidate and whole recipe,
+so ``--resume`` retrains only what is new (``--final-seeds 5`` after a 3-seed run trains
+seeds 3 and 4).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import statistics
 from fractions import Fraction
@@ -39,7 +43,7 @@ from mlpgraph import parse
 from .budget import LatencyMeter
 from .candidate import Candidate, LayerGene
 from .config import STANDARD_FFN
-from .workers import Task, make_executor
+from .workers import Outcome, Task, make_executor
 
 if TYPE_CHECKING:
     from .run import Context
@@ -70,23 +74,44 @@ def _budget(ctx: Context, supernet: Path, seed: int, folder: Path | None) -> Sco
         save_to=None if folder is None else str(folder))
 
 
+def _done_path(ctx: Context, name: str, cand: Candidate, budget: ScoreBudget) -> Path:
+    """Where one finished (student, seed) training is kept: keyed by the candidate and the
+    whole recipe, so a resumed run (e.g. with more ``final.seeds``) retrains only new ones."""
+    recipe = json.dumps([cand.id, dataclasses.asdict(budget)], default=str, sort_keys=True)
+    return ctx.run_dir / "final" / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.json"
+
+
 def _train_all(ctx: Context, models: dict[str, Candidate], supernet: Path
                ) -> dict[str, list[ScoreResult]]:
     from .run import scorer_of
 
     p, hidden = ctx.pipeline, ctx.student_config.hidden
     seeds = [p.seed + k * SEED_STRIDE for k in range(p.final.seeds)]
-    tasks = [Task((name, k), cand.spec(hidden),
-                  _budget(ctx, supernet, seed, ctx.run_dir / name if k == 0 else None))
-             for k, seed in enumerate(seeds) for name, cand in models.items()]
     out: dict[str, list[ScoreResult]] = {name: [None] * len(seeds) for name in models}
+    tasks, paths = [], {}
+    for k, seed in enumerate(seeds):
+        for name, cand in models.items():
+            budget = _budget(ctx, supernet, seed, ctx.run_dir / name if k == 0 else None)
+            paths[(name, k)] = path = _done_path(ctx, name, cand, budget)
+            if path.is_file():
+                out[name][k] = ScoreResult.from_dict(json.loads(path.read_text()))
+            else:
+                tasks.append(Task((name, k), cand.spec(hidden), budget))
+    if not tasks:
+        return out
+
+    def keep(o: Outcome) -> None:  # as each finishes: a crash loses no finished training
+        if o.status == "ok":
+            result = out[o.key[0]][o.key[1]] = ScoreResult.coerce(o.result)
+            paths[o.key].parent.mkdir(exist_ok=True)
+            paths[o.key].write_text(json.dumps(result.to_dict()) + "\n")
+
     ex = p.executor
     with make_executor(ex.kind, scorer_of(p), workers=ex.workers, timeout=None,
                        address=ex.address) as executor:
-        for o in executor.run(tasks):
+        for o in executor.run(tasks, keep):
             if o.status != "ok":
                 raise RuntimeError(f"final KD of {o.key[0]} (seed {o.key[1]}) failed: {o.error}")
-            out[o.key[0]][o.key[1]] = ScoreResult.coerce(o.result)
     return out
 
 

@@ -41,10 +41,11 @@ from distill.pipeline import teacher_dims, teacher_outputs
 from distill.score import ScoreBudget, score, search_splits
 from distill.userdata import truncation_report
 
-from .budget import derive_constraints
+from .budget import ParamCounter, derive_constraints
 from .candidate import Candidate
 from .config import ConstraintSpec, SearchConfig
 from .errors import RunFolderError, SearchConfigError, SearchError
+from .fidelity import control_of, fallback_reason
 from .final import final_compare
 from .journal import FILENAME
 from .run_config import Pipeline, StageBase
@@ -181,6 +182,10 @@ def preflight(pipeline: Pipeline, run_dir: Path, *, resume: bool, stages: list[i
     return task, student, constraints, seeds
 
 
+RESUMABLE = ("executor", "threads", "final")  # pipeline fields a resumed run may change: the
+#   final step keeps each finished training under a key of its recipe (searcher.final)
+
+
 def check_folder(pipeline: Pipeline, run_dir: Path, resume: bool) -> None:
     """A new run needs a new (or empty) folder; ``--resume`` needs a folder holding a run
     of the same settings."""
@@ -196,7 +201,7 @@ def check_folder(pipeline: Pipeline, run_dir: Path, resume: bool) -> None:
         old = json.loads(stored.read_text())
         new = json.loads(pipeline.to_json())
         diff = sorted(k for k in set(old) | set(new)
-                      if k not in ("executor", "threads") and old.get(k) != new.get(k))
+                      if k not in RESUMABLE and old.get(k) != new.get(k))
         if diff:
             raise RunFolderError(f"{stored} was written with other settings ({', '.join(diff)} "
                                "differ); resume with the same preset/seed or use a new --out")
@@ -325,11 +330,17 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
         raise SearchError(f"stage {spec.stage}: no candidate was scored successfully "
                           f"({result.stopped}); the errors are in {folder / FILENAME}")
     top = result.best[0]
+    winner, params, fallback = top.candidate, top.params, fallback_reason(top, cfg.rank_by)
+    if fallback is not None:
+        winner = control_of(top.candidate, cfg.resolve_space().seed_expressions[0])
+        params = ParamCounter.from_student_config(ctx.student_config)(winner)
+        ctx.log(f"stage {spec.stage}: {fallback}")
     out = {"stage": spec.stage, "seconds": time.perf_counter() - t0, "rank_by": cfg.rank_by,
            "evaluations": result.evaluations, "proposals": result.proposals,
            "best_score": top.score, "best_rung": top.fitness[0], "confirmed": top.confirmed,
-           "control": top.control, "delta": top.delta, "winner": top.candidate.to_dict(),
-           "describe": top.candidate.describe(), "params": top.params,
+           "control": top.control, "delta": top.delta, "fallback": fallback,
+           "searched": top.candidate.describe(), "winner": winner.to_dict(),
+           "describe": winner.describe(), "params": params,
            "latency_ms": top.result.latency_ms if top.result else None,
            "base": None if spec.stage == 1 else base.to_dict(),
            "base_score": None if spec.stage == 1 else next(

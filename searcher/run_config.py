@@ -226,8 +226,9 @@ class Pipeline(Model):
     #                                   imported here and in every worker
     teacher: str | None = None  # base teacher model folder (None: all-MiniLM-L6-v2, fetched
     #                             by `efficientbert assets`); fine-tuned on the task once
-    space: str | dict[str, Any] = "paper"  # a name, a Space JSON file, or {"base": "paper",
-    #                                         "add": ["mish"]}
+    space: str | dict[str, Any] = "wide"  # a name ("wide": the paper's space plus GLUs and
+    #   squared ReLU, which beat the FFN when trained in benchmarks/README; "paper": the
+    #   paper's space), a Space JSON file, or {"base": "paper", "add": ["mish"]}
     seed: int = 0
     device: str | None = None  # "cpu" or "cuda" (None: CUDA when present)
     threads: PositiveInt = 2  # torch threads of the main process (teacher, warm-ups, final

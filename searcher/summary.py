@@ -30,7 +30,9 @@ class Summary:
 def _stage_table(results: dict[str, Any]) -> Table:
     rank = next((s.get("rank_by") for s in results.get("stages", [])), None) or "score"
     rows = [[f"stage {s['stage']}", s["evaluations"], s["best_score"], s.get("base_score"),
-             f"{s['dedupe']['hit_rate']:.0%}", round(s["seconds"]), s["describe"]]
+             f"{s['dedupe']['hit_rate']:.0%}", round(s["seconds"]),
+             s["describe"] + (f" (fallback: {s['searched']} was worse than this FFN)"
+                              if s.get("fallback") else "")]
             for s in results.get("stages", [])]
     return Table("Search stages", ["stage", "evals", f"best held-out {rank}", "start score",
                                    "dedupe", "seconds", "winner (expr @ s x ratio per layer)"],

@@ -43,12 +43,16 @@ Sampler = Callable[[random.Random], list[tuple[Graph, int, int]]]
 
 
 def expression_pool(space: Space, count: int, seed: int) -> list[Graph]:
-    """The warm-up's pool: the standard FFN, the paper's six searched MLPs that are in
-    ``space``, and ``count`` random members of the space (drawn from ``seed``)."""
-    pool = [mlpgraph.parse(e) for e in (STANDARD_FFN, *PAPER_EXPRESSIONS)]
-    pool = [g for g in pool if not space.violations(g)]
-    grower = Grower(space, random.Random(seed))
-    while len(pool) < 1 + len(PAPER_EXPRESSIONS) + count:
+    """The warm-up's pool: the standard FFN, the space's other seed expressions (a wide
+    space's GLUs and squared ReLU), the paper's six searched MLPs that are in ``space``, and
+    ``count`` random members of the space (drawn from ``seed``)."""
+    pool: list[Graph] = []
+    for e in (STANDARD_FFN, *space.seed_expressions, *PAPER_EXPRESSIONS):
+        g = mlpgraph.parse(e)
+        if g not in pool and not space.violations(g):
+            pool.append(g)
+    grower, target = Grower(space, random.Random(seed)), len(pool) + count
+    while len(pool) < target:
         g = grower.random_member()
         if g not in pool:
             pool.append(g)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import random
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
 import mlpgraph
 from searcher.budget import ParamCounter, derive_constraints
-from searcher.candidate import Candidate
+from searcher.candidate import Candidate, uniform_candidate
 from searcher.cli import build_parser, main
 from searcher.cli_run import parse_stages
 from searcher.config import ControllerSpec, SearchConfig
@@ -29,7 +30,7 @@ from searcher.run_config import (
     pipeline_schema,
     quick_preset,
 )
-from searcher.warmup import supernet_sampler
+from searcher.warmup import expression_pool, supernet_sampler
 
 
 # ----------------------------------------------------------------- the tree
@@ -129,6 +130,30 @@ def test_constraints_window_and_sampler():
     assert lo <= counter(cand) <= hi
     with pytest.raises(SearchConfigError, match="admits no standard FFN"):
         derive_constraints(p.but(budget=BudgetSpec(mlp_width=(5.0, 6.0)).dump()), cfg)
+
+
+def test_window_is_the_standard_ffns_in_every_space():
+    """A wide space's GLU seeds (1.5x the parameters per unit of s x ratio) do not widen
+    the window: it is the standard FFN's in both spaces, so an FFN at s x ratio 4 is out
+    and a GLU at 2 x 1 (the FFN at 3 x 1's size) is in."""
+    p = quick_preset()
+    cfg = p.student.to_config()
+    paper, _ = derive_constraints(p.but(space="paper"), cfg)
+    wide, seeds = derive_constraints(p.but(space="wide"), cfg)
+    assert wide.param_window == paper.param_window and seeds == ["2x1", "3x1", "4x1/2"]
+    counter = ParamCounter.from_student_config(cfg)
+    lo, hi = wide.param_window
+    assert counter(uniform_candidate("W2(gelu(W1(x)))", 4, Fraction(1), 3)) > hi
+    assert lo <= counter(uniform_candidate("W3(swish(W1(x)) * W2(x))", 2, Fraction(1), 3)) <= hi
+
+
+def test_warmup_pool_holds_the_space_seeds():
+    wide = [str(g) for g in expression_pool(mlpgraph.WIDE_SPACE, 2, 0)]
+    assert wide[:4] == list(mlpgraph.WIDE_SPACE.seed_expressions)
+    assert "tanh(W2(gelu(W1(x))))" in wide and len(wide) == len(set(wide)) == 10 + 2
+    paper = [str(g) for g in expression_pool(mlpgraph.PAPER_SPACE, 2, 0)]
+    assert paper[0] == "W2(gelu(W1(x)))" and len(paper) == 7 + 2
+    assert not any("W3" in e for e in paper)
 
 
 # ----------------------------------------------------------------- the command line

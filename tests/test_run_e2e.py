@@ -87,6 +87,17 @@ def test_tiny_run_end_to_end(tmp_path, tiny_task, teacher_dir):
                          progress=False, log=lambda s: None)
     assert again["final"]["winner"]["test"] == final["winner"]["test"]
     assert again["teacher"]["reused"] and again["caches"]["reused"]
+    # more final seeds on resume: only the new seed's students train, the old ones are kept
+    kept = sorted((tmp_path / "run" / "final").iterdir())
+    trained = len(set(final["same_as"].get(k, k) for k in ("winner", "baseline", "equal_params",
+                                                             "fixed1")))
+    assert len(kept) == 2 * trained
+    more = run_pipeline(p.but(final=p.final.but(seeds=3)), tmp_path / "run", resume=True,
+                        cache_dir=str(tmp_path / "cache"), progress=False, log=lambda s: None)
+    assert len(list((tmp_path / "run" / "final").iterdir())) == 3 * trained
+    comp = more["final"]["comparison"]["kd_loss"]
+    assert comp["seeds"] == 3 and comp["winner"][:2] == final["comparison"]["kd_loss"]["winner"]
+    assert json.loads((tmp_path / "run" / "pipeline.json").read_text())["final"]["seeds"] == 3
 
 
 def test_a_run_that_fails_later_is_marked_failed(tmp_path, tiny_task, teacher_dir,

@@ -7,13 +7,14 @@ import pytest
 from test_search_support import RUNGS, broken_score, history_key, small_config, toy_score
 
 import mlpgraph
+from distill.result import ScoreResult
 from searcher.candidate import Candidate, LayerGene, seed_candidates, uniform_candidate
 from searcher.config import SearchConfig
 from searcher.errors import JournalError, ScorerError, SearchConfigError
-from searcher.fidelity import score_at, shape_key
-from searcher.journal import Journal
+from searcher.fidelity import control_of, fallback_reason, score_at, shape_key
+from searcher.journal import Evaluation, Journal
 from searcher.scoring import EvalBudget
-from searcher.search import run_search
+from searcher.search import Evaluated, run_search
 
 
 def test_same_seed_same_result_other_seed_differs(tmp_path):
@@ -101,6 +102,22 @@ def test_paired_controls_are_the_same_shape_ffn_under_the_same_seed(tmp_path):
     with Journal.in_folder(tmp_path / "c") as j:
         shapes = {k[0] for k in j.controls()}
     assert shapes == {shape_key(e.candidate) for e in res.history}  # the FFN's own score too
+
+
+def test_a_best_worse_than_its_control_hands_on_the_control():
+    cand = uniform_candidate("W2(relu(W1(x)))", 2, "1", 2)
+    ev = Evaluated(cand, "ok", (1, -3.0, 0.0), 10, None, 0, 0)
+    ev.evaluations = [Evaluation(1, "ok", ScoreResult({"kd_loss": 3.0}), 3.0, rep=0)]
+    for control, want in ((2.9, True), (3.1, False), (3.0, False), (None, False)):
+        ev.control = control
+        reason = fallback_reason(ev, "kd_loss")  # lower is better
+        assert (reason is not None) == want
+        if want:
+            assert "+0.1000 kd_loss" in reason and "worse" in reason
+    ev.control = 3.1  # accuracy: higher is better, so 3.0 against 3.1 is worse
+    assert fallback_reason(ev, "accuracy") is not None
+    assert control_of(cand, "W2(gelu(W1(x)))").describe() == \
+        "W2(gelu(W1(x))) @ 2x1 | W2(gelu(W1(x))) @ 2x1"
 
 
 def test_stage_two_is_seeded_with_the_base_and_its_bare_variant(tmp_path):
