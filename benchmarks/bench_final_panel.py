@@ -91,10 +91,12 @@ def compare(rows: list[dict[str, Any]], arms: list[str], base: str) -> list[dict
     return out
 
 
-def markdown(table: list[dict[str, Any]], run: str, seeds: int, recipe: dict[str, Any]) -> str:
+def markdown(table: list[dict[str, Any]], run: str, seeds: int, recipe: dict[str, Any],
+             base: str) -> str:
     lines = [f"# The final recipe's panel ({run}, {seeds} paired seeds)", "",
              f"Task KD {recipe['kd_steps']} steps at lr {recipe['lr']}, label weight "
-             f"{recipe['label_weight']}, from `{recipe['supernet']}`; minus the FFN at 2x1.", "",
+             f"{recipe['label_weight']}, from `{recipe['supernet']}`; each arm minus `ffn` "
+             f"(`{base}`).", "",
              "| arm | params | KD loss | delta [95% CI] | teacher KL delta | test acc | "
              "delta, points [95% CI] |", "|---|---|---|---|---|---|---|"]
     for e in table:
@@ -138,7 +140,7 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(
         {"run": str(args.run_dir), "panel": panel, "seeds": seeds, "recipe": recipe,
          "machine": platform.platform(), "rows": rows, "table": table}, indent=1) + "\n")
-    text = markdown(table, str(args.run_dir), len(seeds), recipe)
+    text = markdown(table, str(args.run_dir), len(seeds), recipe, panel["ffn"])
     args.out.with_suffix(".md").write_text(text)
     print(text)
 
