@@ -166,6 +166,10 @@ def test_run_arguments_parse():
                                       "auto", "--resume", "--out", "x", "--threads", "3"])
     assert args.stages == [1, 3] and args.seed == 4 and args.address == "auto"
     assert args.resume and args.out == Path("x") and args.threads == 3
+    assert args.final_seeds is None
+    assert build_parser().parse_args(["run", "--final-seeds", "5"]).final_seeds == 5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--final-seeds", "0"])
     assert build_parser().parse_args(["report", "some/dir"]).run_dir == Path("some/dir")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "--stages", "4"])
