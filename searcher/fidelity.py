@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 import mlpgraph
 from distill.result import higher_is_better
 
+from .budget import Constraints
 from .candidate import Candidate, LayerGene
 from .config import Rung
 from .journal import Evaluation
 from .scoring import EvalBudget
 
 if TYPE_CHECKING:
+    from .config import SearchConfig
     from .search import Evaluated
 
 Fitness = tuple[int, float, float]  # (rung, value, tie), each larger-is-better
@@ -99,14 +101,20 @@ def wants_control(mode: str, rung: int) -> bool:
     return mode == "all" or (mode == "promoted" and rung > 0)
 
 
-def fallback_reason(top: Evaluated, rank_by: str) -> str | None:
-    """Why a stage hands on the standard FFN at its best candidate's shape instead of that
-    candidate (None: it does not): the best scored worse than that FFN under the same seeds
-    at its highest rung, so no candidate of the stage was shown better than the FFN."""
-    if top.delta is None or top.delta == 0:
-        return None
-    if (top.delta > 0) == higher_is_better(rank_by):
-        return None
-    return (f"the best candidate ({top.candidate.describe()}) scored {top.delta:+.4f} "
-            f"{rank_by} against the standard FFN of its shape under the same seeds, i.e. "
-            "worse; that FFN is the stage's winner")
+def stage_winner(top: Evaluated, cfg: SearchConfig) -> tuple[Candidate, int | None, str | None]:
+    """What a stage hands on: ``(candidate, params, fallback note)``. The best candidate,
+    unless it scored worse than the standard FFN of its shape under the same seeds at its
+    highest rung (no candidate of the stage was shown better than that FFN): then that FFN,
+    when it fits the constraints (a GLU's FFN control can fall below the parameter window)."""
+    if top.delta is None or top.delta == 0 or \
+            (top.delta > 0) == higher_is_better(cfg.rank_by):
+        return top.candidate, top.params, None
+    note = (f"the best candidate ({top.candidate.describe()}) scored {top.delta:+.4f} "
+            f"{cfg.rank_by} against the standard FFN of its shape under the same seeds, i.e. "
+            "worse")
+    control = control_of(top.candidate, cfg.resolve_space().seed_expressions[0])
+    fits = Constraints.from_spec(cfg.constraints)
+    if not fits(control):
+        return top.candidate, top.params, note + ("; that FFN is outside the constraints, so "
+                                                  "the best candidate goes on")
+    return control, fits.measure(control)["params"], note + "; that FFN goes on"

@@ -41,11 +41,11 @@ from distill.pipeline import teacher_dims, teacher_outputs
 from distill.score import ScoreBudget, score, search_splits
 from distill.userdata import truncation_report
 
-from .budget import ParamCounter, derive_constraints
+from .budget import derive_constraints
 from .candidate import Candidate
 from .config import ConstraintSpec, SearchConfig
 from .errors import RunFolderError, SearchConfigError, SearchError
-from .fidelity import control_of, fallback_reason
+from .fidelity import stage_winner
 from .final import final_compare
 from .journal import FILENAME
 from .run_config import Pipeline, StageBase
@@ -330,10 +330,8 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
         raise SearchError(f"stage {spec.stage}: no candidate was scored successfully "
                           f"({result.stopped}); the errors are in {folder / FILENAME}")
     top = result.best[0]
-    winner, params, fallback = top.candidate, top.params, fallback_reason(top, cfg.rank_by)
+    winner, params, fallback = stage_winner(top, cfg)
     if fallback is not None:
-        winner = control_of(top.candidate, cfg.resolve_space().seed_expressions[0])
-        params = ParamCounter.from_student_config(ctx.student_config)(winner)
         ctx.log(f"stage {spec.stage}: {fallback}")
     out = {"stage": spec.stage, "seconds": time.perf_counter() - t0, "rank_by": cfg.rank_by,
            "evaluations": result.evaluations, "proposals": result.proposals,

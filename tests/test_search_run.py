@@ -8,10 +8,11 @@ from test_search_support import RUNGS, broken_score, history_key, small_config, 
 
 import mlpgraph
 from distill.result import ScoreResult
+from searcher.budget import ParamCounter
 from searcher.candidate import Candidate, LayerGene, seed_candidates, uniform_candidate
 from searcher.config import SearchConfig
 from searcher.errors import JournalError, ScorerError, SearchConfigError
-from searcher.fidelity import control_of, fallback_reason, score_at, shape_key
+from searcher.fidelity import control_of, score_at, shape_key, stage_winner
 from searcher.journal import Evaluation, Journal
 from searcher.scoring import EvalBudget
 from searcher.search import Evaluated, run_search
@@ -104,20 +105,27 @@ def test_paired_controls_are_the_same_shape_ffn_under_the_same_seed(tmp_path):
     assert shapes == {shape_key(e.candidate) for e in res.history}  # the FFN's own score too
 
 
-def test_a_best_worse_than_its_control_hands_on_the_control():
-    cand = uniform_candidate("W2(relu(W1(x)))", 2, "1", 2)
-    ev = Evaluated(cand, "ok", (1, -3.0, 0.0), 10, None, 0, 0)
+def test_a_best_worse_than_its_control_hands_on_the_control_when_it_fits():
+    glu = uniform_candidate("W3(swish(W1(x)) * W2(x))", 2, "1", 3)
+    ffn = control_of(glu, "W2(gelu(W1(x)))")
+    counter = ParamCounter(32, 5000)
+    wide = small_config(param_window=(counter(ffn), counter(glu)))
+    ev = Evaluated(glu, "ok", (1, -3.0, 0.0), counter(glu), None, 0, 0)
     ev.evaluations = [Evaluation(1, "ok", ScoreResult({"kd_loss": 3.0}), 3.0, rep=0)]
-    for control, want in ((2.9, True), (3.1, False), (3.0, False), (None, False)):
-        ev.control = control
-        reason = fallback_reason(ev, "kd_loss")  # lower is better
-        assert (reason is not None) == want
-        if want:
-            assert "+0.1000 kd_loss" in reason and "worse" in reason
+    for control, fallback in ((2.9, True), (3.1, False), (3.0, False), (None, False)):
+        ev.control = control  # kd_loss: lower is better, so 3.0 against 2.9 is worse
+        cand, params, note = stage_winner(ev, wide.but(rank_by="kd_loss"))
+        assert (cand.id, params) == ((ffn.id, counter(ffn)) if fallback else
+                                     (glu.id, counter(glu)))
+        assert (note is not None) == fallback
+        if fallback:
+            assert "+0.1000 kd_loss" in note and note.endswith("that FFN goes on")
     ev.control = 3.1  # accuracy: higher is better, so 3.0 against 3.1 is worse
-    assert fallback_reason(ev, "accuracy") is not None
-    assert control_of(cand, "W2(gelu(W1(x)))").describe() == \
-        "W2(gelu(W1(x))) @ 2x1 | W2(gelu(W1(x))) @ 2x1"
+    assert stage_winner(ev, wide.but(rank_by="accuracy"))[0].id == ffn.id
+    # the FFN control of a GLU holds fewer parameters: below the window, the GLU goes on
+    narrow = small_config(param_window=(counter(ffn) + 1, counter(glu)), rank_by="accuracy")
+    cand, _, note = stage_winner(ev, narrow)
+    assert cand.id == glu.id and "outside the constraints" in note
 
 
 def test_stage_two_is_seeded_with_the_base_and_its_bare_variant(tmp_path):
