@@ -117,8 +117,7 @@ def budget_of(a: argparse.Namespace) -> ScoreBudget:
     fields = {}
     if a.run is not None:
         cfg = json.loads((a.run / f"stage{a.stage}" / "search_config.json").read_text())
-        known = {f.name for f in dataclasses.fields(ScoreBudget)}
-        fields = {k: _literal(v) for k, v in cfg["score_budget"].items() if k in known}
+        fields = {k: _literal(v) for k, v in cfg["score_budget"].items()}
     for key, value in (("supernet", a.supernet), ("teacher", a.teacher),
                        ("kd_steps", a.kd_steps), ("latency_repeats", a.latency_repeats)):
         if value is not None:
@@ -127,7 +126,7 @@ def budget_of(a: argparse.Namespace) -> ScoreBudget:
         fields["fitness"] = tuple(str(f) for f in a.fitness)
     if "supernet" not in fields:
         raise SystemExit("give --run RUN_DIR (a folder of `efficientbert run`) or --supernet")
-    return ScoreBudget(**fields)
+    return ScoreBudget.from_dict(fields)
 
 
 def candidate_of(a: argparse.Namespace, hidden: int) -> Candidate:

@@ -18,7 +18,6 @@ Writes ``results/final_panel.json`` and ``.md`` (``--out`` to change).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import statistics
@@ -48,46 +47,36 @@ def parse_arm(text: str) -> tuple[str, str, int, str]:
     return text, expr, int(s), ratio
 
 
-def _train(job: tuple[str, str, int, str, int, dict[str, Any], int]) -> dict[str, Any]:
+def _train(job: tuple[str, str, int, str, int, dict[str, Any], int, int]) -> dict[str, Any]:
     """One (arm, seed) in a worker process with one torch thread."""
     import torch
 
     from distill.score import ScoreBudget, score
     from searcher.candidate import uniform_candidate
 
-    name, expr, s, ratio, seed, recipe, layers = job
+    name, expr, s, ratio, seed, recipe, layers, hidden = job
     torch.set_num_threads(1)
-    fields = {f.name for f in dataclasses.fields(ScoreBudget)}
-    tuples = ("train_slice", "latency_batch", "fitness", "report_splits")
-    budget = ScoreBudget(**{k: tuple(v) if k in tuples else v for k, v in recipe.items()
-                            if k in fields} | {"seed": seed, "save_to": None})
-    cand = uniform_candidate(expr, s, ratio, layers)
-    hidden = json.loads((Path(recipe["supernet"]) / "config.json").read_text())["hidden"]
-    res = score(cand.spec(hidden), budget)
+    budget = ScoreBudget.from_dict({**recipe, "seed": seed, "save_to": None})
+    res = score(uniform_candidate(expr, s, ratio, layers).spec(hidden), budget)
     return {"arm": name, "seed": seed, "params": res.params, "seconds": res.wall_seconds,
             **{m: res.metrics.get(m) for m in METRICS}}
 
 
 def compare(rows: list[dict[str, Any]], arms: list[str], base: str) -> list[dict[str, Any]]:
-    """Each arm minus ``base`` per metric, paired by seed."""
-    from distill.result import higher_is_better
-    from distill.stats import paired, verdict
+    """Each arm minus ``base`` per metric, paired by seed (the final step's comparison)."""
+    from distill.result import ScoreResult
+    from searcher.final import comparison
 
-    by = {(r["arm"], r["seed"]): r for r in rows}
     seeds = sorted({r["seed"] for r in rows})
+    runs = {(r["arm"], r["seed"]): ScoreResult({m: r[m] for m in METRICS}) for r in rows}
+    params = {r["arm"]: r["params"] for r in rows}
     out = []
     for arm in arms:
-        entry: dict[str, Any] = {"arm": arm, "params": by[(arm, seeds[0])]["params"]}
-        for m in METRICS:
-            x = [by[(arm, s)][m] for s in seeds]
-            y = [by[(base, s)][m] for s in seeds]
-            pr = paired(x, y)
-            key = m.split("/")[-1]
-            entry[m] = {"mean": statistics.fmean(x), "per_seed": x, "delta": pr.delta_mean,
-                        "ci95": list(pr.ci95),
-                        "verdict": verdict(pr, m, arm, base,
-                                           higher_is_better=higher_is_better(key))}
-        out.append(entry)
+        comp = comparison([runs[(arm, s)] for s in seeds], [runs[(base, s)] for s in seeds],
+                          list(METRICS), (arm, base))
+        out.append({"arm": arm, "params": params[arm], **{
+            m: {"mean": statistics.fmean(c[arm]), "per_seed": c[arm], "delta": c["delta_mean"],
+                "ci95": c["ci95"], "verdict": c["verdict"]} for m, c in comp.items()}})
     return out
 
 
@@ -120,14 +109,15 @@ def main() -> None:
     args = ap.parse_args()
     results = json.loads((args.run_dir / "results.json").read_text())
     recipe = results["final"]["recipe"]
-    layers = len(json.loads((args.run_dir / "student_config.json").read_text())["layers"])
+    student = json.loads((args.run_dir / "student_config.json").read_text())
+    layers, hidden = len(student["layers"]), student["hidden"]
     panel = dict(a.split("=", 1) for a in args.arm) if args.arm else PANEL
     if "ffn" not in panel:
         raise SystemExit("the panel needs an arm named ffn (the baseline)")
     from searcher.final import SEED_STRIDE
 
     seeds = [results["pipeline"]["seed"] + k * SEED_STRIDE for k in range(args.seeds)]
-    jobs = [(name, *parse_arm(text)[1:], seed, recipe, layers)
+    jobs = [(name, *parse_arm(text)[1:], seed, recipe, layers, hidden)
             for seed in seeds for name, text in panel.items()]
     rows = []
     with ProcessPoolExecutor(args.workers) as ex:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,14 @@ class ScoreBudget:
     report_splits: tuple[str, ...] = ()  # task splits whose metrics are also reported, as
     #       "<split>/<metric>": only the final comparison names the test split here
     save_to: str | None = None  # save the trained student as a model folder there
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScoreBudget:
+        """A budget from its JSON form (e.g. ``results.json`` ``final.recipe``): unknown
+        keys are ignored and lists become the tuples the fields hold."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+                      if k in known})
 
 
 def candidate_specs(candidate: Any) -> list[LayerSpec]:

@@ -353,3 +353,14 @@ def test_distill_student_general_then_task_kd(teacher_dir, tiny_task, tmp_path):
     ids = torch.tensor([[2, 7, 9, 3]])
     with torch.no_grad():
         torch.testing.assert_close(back(ids).logits, out["model"].eval()(ids).logits)
+
+
+def test_score_budget_round_trips_through_json():
+    """``results.json`` stores a budget with lists for tuples; ``from_dict`` restores it."""
+    import dataclasses
+    import json
+
+    b = ScoreBudget(supernet="s", kd_steps=7, train_slice=(2, 9), fitness=("a", "b"),
+                    report_splits=("test",), seed=3)
+    stored = json.loads(json.dumps({**dataclasses.asdict(b), "unknown": 1}))
+    assert ScoreBudget.from_dict(stored) == b
