@@ -1,21 +1,23 @@
-"""Search controllers on equal budgets, each winner trained fully against the standard FFN.
+"""Search controllers at equal budgets: the whole main job per controller and search seed.
 
-Protocol (every number comes from real KD runs on ``movie_binary`` with the fine-tuned MiniLM
-teacher, the ``quick`` preset's student and fitness):
+Protocol (every number comes from real runs of ``efficientbert run`` on ``movie_binary`` with
+the fine-tuned MiniLM teacher, the default preset):
 
-1. One prepared run context (teacher, teacher-output caches, held-out fitness rows) and one
-   warmed-up supernet (the preset's mixed-pool warm-up), shared by every run, so every
-   controller starts from the same weights.
-2. Per controller (evolution, the paper's seed-mutating controller, random sampling) and
-   search seed: the preset's stage 1 and stage 2 (the same evaluation budgets, rungs, paired
-   controls and confirmation for every controller).
-3. The winner, the standard FFN of the same shape, a uniform FFN of equal size and the best
-   fixed MLP known before searching (``tanh(W2(gelu(W1(x))))`` on every layer, the paper's
-   L1, at the winner's shape) each get the preset's final task KD over the final seeds
-   (paired); the held-out KD loss and the test metrics are compared with 95% intervals.
+1. Search seed ``s``, evolution: the default pipeline with ``--seed s`` (it warms up its own
+   supernet). Random sampling and the paper's seed-mutating controller: the same pipeline with
+   the controller of all three stages swapped, starting from seed ``s``'s warmed-up supernet
+   (``--supernet``). So at each seed the controllers share the teacher, the warm-up, the
+   evaluation budgets, rungs and controls, and the final seeds.
+2. Each run's final step trains the winner, the same-shape standard FFN and the equal-size
+   FFN over ``--final-seeds`` paired seeds; evolution's runs also train ``--fixed`` (the best
+   fixed MLP of ``bench_final_panel``) at the winner's shape.
+3. Reported: per run, winner - FFN; per seed, evolution's winner - each other controller's
+   winner (paired over the final seeds); across seeds, the per-seed means compared with a t
+   interval over search seeds (the search seed is the random unit of a controller).
 
-Each run is its own run folder under ``--work-dir`` (resumable); ``results/search.json`` and
-``search.md`` are rewritten after every run::
+A run folder is ``--work-dir/<controller>-seed<s>``, an ordinary run folder (resumable; a
+folder of an earlier ``efficientbert run`` with the same settings may be linked there).
+``results/search.json`` and ``search.md`` are rewritten after every run::
 
     python benchmarks/bench_search.py --seeds 0 1 2
     python benchmarks/bench_search.py --report
@@ -25,40 +27,50 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from distill.stats import paired, verdict
 from searcher.run import run_pipeline
-from searcher.run_config import quick_preset
+from searcher.run_config import Pipeline, quick_preset
 
 RESULTS = Path(__file__).parent / "results"
 CONTROLLERS = ("evolution", "random", "paper")
-BEST_FIXED = "tanh(W2(gelu(W1(x))))"
+BEST_FIXED = "W2(squared_relu(W1(x)))"
 
 
-def pipeline_for(controller: str, seed: int) -> Any:
+def pipeline_for(controller: str, seed: int, final_seeds: int, fixed: list[str]) -> Pipeline:
+    """The default pipeline with every stage's controller set to ``controller``."""
     p = quick_preset()
-    stages = [s.but(controller={**s.controller.dump(), "kind": controller}) for s in p.stages[:2]]
-    return p.but(name=f"bench-{controller}", seed=seed, stages=[s.dump() for s in stages],
-                 final={**p.final.dump(), "fixed": [BEST_FIXED]})
+    stages = [s.but(controller={**s.controller.dump(), "kind": controller}) for s in p.stages]
+    name = p.name if controller == "evolution" else f"{p.name}-{controller}"
+    return p.but(name=name, seed=seed, stages=[s.dump() for s in stages],
+                 final={**p.final.dump(), "seeds": final_seeds,
+                        "fixed": fixed if controller == "evolution" else []})
 
 
-def one_run(controller: str, seed: int, work: Path, warm: Path | None,
-            cache_dir: str | None) -> dict[str, Any]:
-    folder = work / f"{controller}-seed{seed}"
-    done = folder / "results.json"
-    if done.is_file():
+def one_run(controller: str, seed: int, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The run's results, running or resuming it unless ``--report``."""
+    folder = args.work_dir / f"{controller}-seed{seed}"
+    pipe = pipeline_for(controller, seed, args.final_seeds, args.fixed)
+    done, stored = folder / "results.json", folder / "pipeline.json"
+    if done.is_file() and (args.report or json.loads(stored.read_text())
+                           == json.loads(pipe.to_json())):
         return json.loads(done.read_text())
-    t0 = time.perf_counter()
-    res = run_pipeline(pipeline_for(controller, seed), folder, stages=[1, 2],
-                       resume=(folder / "pipeline.json").is_file(), cache_dir=cache_dir,
-                       progress=False, log=lambda s: print(s, flush=True), supernet=warm)
-    res["bench_minutes"] = (time.perf_counter() - t0) / 60
-    (folder / "results.json").write_text(json.dumps(res, indent=2, default=str) + "\n")
-    return res
+    if args.report:
+        return None
+    warm = None if controller == "evolution" else (
+        args.work_dir / f"evolution-seed{seed}" / "warmup" / "stage1")
+    return run_pipeline(pipe, folder, resume=stored.is_file(),
+                        cache_dir=args.cache_dir, progress=False,
+                        log=lambda s: print(s, flush=True), supernet=warm)
+
+
+def per_seed(res: dict[str, Any], arm: str, metric: str) -> list[float]:
+    """``arm``'s per-final-seed values of ``metric`` (``kd_loss`` or ``test/accuracy``)."""
+    return res["final"]["comparison"][metric]["winner" if arm == "winner" else "baseline"]
 
 
 def row(res: dict[str, Any]) -> dict[str, Any]:
@@ -72,71 +84,130 @@ def row(res: dict[str, Any]) -> dict[str, Any]:
     return {"controller": res["pipeline"]["stages"][0]["controller"]["kind"],
             "seed": res["pipeline"]["seed"], "winner": final["winner"]["describe"],
             "winner_is_ffn": final.get("same_as", {}).get("baseline") == "winner",
+            "fallback": [("-" if "fallback" not in s else "yes" if s["fallback"] else "no")
+                         for s in res["stages"]],  # "-": run older than the fallback rule
+            "final_seeds": final["seeds"],
             "kd_loss": {k: final[k]["kd"].get("kd_loss") for k in
-                        ("winner", "baseline", "equal_params", "fixed1")},
-            "test_accuracy": {k: final[k]["test"].get("accuracy") for k in
-                              ("winner", "baseline", "equal_params", "fixed1")},
+                        ("winner", "baseline", "equal_params", "fixed1") if k in final},
             "vs_ffn": {"kd_loss": comp("comparison", "kd_loss"),
                        "test_accuracy": comp("comparison", test)},
+            "vs_equal": {"kd_loss": comp("comparison_equal_params", "kd_loss"),
+                         "test_accuracy": comp("comparison_equal_params", test)},
             "vs_fixed": {"kd_loss": comp("comparison_fixed1", "kd_loss"),
                          "test_accuracy": comp("comparison_fixed1", test)},
             "search_minutes": sum(s["seconds"] for s in res["stages"]) / 60,
-            "minutes": res.get("bench_minutes")}
+            "per_seed": {"kd_loss": per_seed(res, "winner", "kd_loss"),
+                         "test_accuracy": per_seed(res, "winner", test),
+                         "ffn_kd_loss": per_seed(res, "baseline", "kd_loss")}}
 
 
-def write(rows: list[dict[str, Any]]) -> None:
-    (RESULTS / "search.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
-    lines = ["# Search controllers on equal budgets (`movie_binary`, quick preset)", "",
-             "Command: `python benchmarks/bench_search.py --seeds 0 1 2`", "",
-             "Each run: stages 1-2 of the quick preset with the given controller and search "
-             "seed; then the winner, the same-shape standard FFN, a uniform FFN of equal size "
-             f"and `{BEST_FIXED}` on every layer at the winner's shape, each trained with the "
-             "preset's final recipe over 3 paired seeds. kd_loss: the task-KD objective on "
-             "held-out rows (lower is better). Differences: winner - other, 95% t interval.", "",
-             "| controller | seed | winner | winner kd | FFN kd | winner - FFN kd [95% CI] | "
-             "winner - FFN test acc. [95% CI] | winner - fixed kd [95% CI] | search min |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Evolution's winner - each other controller's, per seed and across search seeds."""
+    by = {(r["controller"], r["seed"]): r for r in rows}
+    out: dict[str, Any] = {}
+    for other in CONTROLLERS[1:]:
+        seeds = sorted(s for c, s in by if c == other and ("evolution", s) in by
+                       and by[(c, s)]["final_seeds"] == by[("evolution", s)]["final_seeds"])
+        if not seeds:
+            continue
+        per = {}
+        for s in seeds:
+            e, o = by[("evolution", s)]["per_seed"], by[(other, s)]["per_seed"]
+            per[s] = {m: paired(e[m], o[m]).to_dict() for m in ("kd_loss", "test_accuracy")}
+        means = {m: ([float(np.mean(by[("evolution", s)]["per_seed"][m])) for s in seeds],
+                     [float(np.mean(by[(other, s)]["per_seed"][m])) for s in seeds])
+                 for m in ("kd_loss", "test_accuracy")}
+        across = {m: paired(*means[m]) for m in means}
+        out[other] = {"seeds": seeds, "per_seed": per,
+                      "across": {m: {**p.to_dict(), "verdict": verdict(
+                          p, m, "evolution", other, higher_is_better=m != "kd_loss")}
+                          for m, p in across.items()}}
+    return out
 
-    def ci(c: dict[str, Any] | None, scale: float = 1.0) -> str:
-        if c is None:
-            return "-"
-        lo, hi = c["ci95"]
-        return (f"{scale * c['delta_mean']:+.4f} [{scale * lo:+.4f}, {scale * hi:+.4f}]")
 
+def controller_vs_ffn(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per controller: winner - same-shape FFN, the per-seed means with a t interval over
+    search seeds."""
+    out = {}
+    for c in CONTROLLERS:
+        rs = [r for r in rows if r["controller"] == c]
+        if len(rs) >= 2:
+            p = paired([float(np.mean(r["per_seed"]["kd_loss"])) for r in rs],
+                       [float(np.mean(r["per_seed"]["ffn_kd_loss"])) for r in rs])
+            out[c] = {**p.to_dict(), "seeds": [r["seed"] for r in rs],
+                      "verdict": verdict(p, "kd_loss", f"{c}'s winner", "FFN",
+                                         higher_is_better=False)}
+    return out
+
+
+def ci(c: dict[str, Any] | None, scale: float = 1.0, digits: int = 4) -> str:
+    if c is None:
+        return "-"
+    lo, hi = c["ci95"]
+    d = digits
+    return f"{scale * c['delta_mean']:+.{d}f} [{scale * lo:+.{d}f}, {scale * hi:+.{d}f}]"
+
+
+def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    vs, ffn = versus(rows), controller_vs_ffn(rows)
+    (RESULTS / "search.json").write_text(json.dumps(
+        {"rows": rows, "versus_evolution": vs, "vs_ffn_across_seeds": ffn}, indent=2) + "\n")
+    lines = ["# Search controllers at equal budgets (`movie_binary`, default pipeline)", "",
+             f"Command: `python benchmarks/bench_search.py --seeds "
+             f"{' '.join(map(str, args.seeds))} --final-seeds {args.final_seeds}`", "",
+             "Each run is the whole main job (warm-up, stages 1-3, final) with the given "
+             "controller in every stage; at a search seed the controllers share the warm-up "
+             "supernet and the final seeds. kd_loss: the task-KD objective on held-out rows "
+             "(lower is better); test accuracy in points. Differences: a - b, paired over the "
+             f"final seeds, 95% t interval. Fixed: `{BEST_FIXED}` on every layer at the "
+             "winner's shape (evolution only).", "",
+             "| controller | seed | winner | winner kd | FFN kd | winner - FFN kd | "
+             "winner - FFN test | winner - equal-size FFN kd | winner - fixed kd | "
+             "fallback (stage 1, 2) | search min |", "|---" * 11 + "|"]
     for r in rows:
         kd = r["kd_loss"]
-        lines.append(f"| {r['controller']} | {r['seed']} | `{r['winner']}` | "
-                     f"{kd['winner']:.4f} | {kd['baseline']:.4f} | "
-                     + ("(is the FFN)" if r["winner_is_ffn"] else ci(r["vs_ffn"]["kd_loss"]))
-                     + f" | {ci(r['vs_ffn']['test_accuracy'], 100)} | "
-                     f"{ci(r['vs_fixed']['kd_loss'])} | {r['search_minutes']:.1f} |")
-    by = {}
-    for r in rows:
-        by.setdefault(r["controller"], []).append(r["kd_loss"]["winner"])
-    lines += ["", "Mean winner kd_loss per controller: " + ", ".join(
-        f"{k} {np.mean(v):.4f} (n={len(v)})" for k, v in by.items())]
+        lines.append(
+            f"| {r['controller']} | {r['seed']} | `{r['winner']}` | {kd['winner']:.4f} | "
+            f"{kd['baseline']:.4f} | "
+            + ("(is the FFN)" if r["winner_is_ffn"] else ci(r["vs_ffn"]["kd_loss"]))
+            + f" | {ci(r['vs_ffn']['test_accuracy'], 100, 2)} | {ci(r['vs_equal']['kd_loss'])}"
+            f" | {ci(r['vs_fixed']['kd_loss'])} | {', '.join(map(str, r['fallback'][:2]))} | "
+            f"{r['search_minutes']:.1f} |")
+    lines += ["", "Evolution's winner - the other controller's winner, per search seed "
+              "(paired over the final seeds):", "",
+              "| other | seed | kd_loss | test accuracy (points) |", "|---|---|---|---|"]
+    for other, v in vs.items():
+        for s, p in v["per_seed"].items():
+            lines.append(f"| {other} | {s} | {ci(p['kd_loss'])} | "
+                         f"{ci(p['test_accuracy'], 100, 2)} |")
+    lines += ["", "Across search seeds (each seed's mean over final seeds; t interval over "
+              "search seeds):", ""]
+    lines += [f"- winner - FFN, {c}: {v['verdict']}" for c, v in ffn.items()]
+    lines += [f"- {v['across'][m]['verdict']} (seeds {v['seeds']})"
+              for v in vs.values() for m in ("kd_loss", "test_accuracy")]
     (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--controllers", nargs="+", default=list(CONTROLLERS))
+    ap.add_argument("--controllers", nargs="+", default=list(CONTROLLERS),
+                    choices=list(CONTROLLERS))
+    ap.add_argument("--final-seeds", type=int, default=5)
+    ap.add_argument("--fixed", nargs="*", default=[BEST_FIXED],
+                    help="fixed MLPs trained beside evolution's winner at its shape")
     ap.add_argument("--work-dir", type=Path, default=RESULTS / "search_runs")
-    ap.add_argument("--supernet", type=Path, default=None,
-                    help="a warmed supernet folder to share (e.g. bench_signal's mixed one)")
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--report", action="store_true")
+    ap.add_argument("--report", action="store_true", help="only tabulate finished runs")
     args = ap.parse_args()
     rows = []
     for seed in args.seeds:
-        for ctl in args.controllers:
-            folder = args.work_dir / f"{ctl}-seed{seed}" / "results.json"
-            if args.report and not folder.is_file():
-                continue
-            rows.append(row(one_run(ctl, seed, args.work_dir, args.supernet, args.cache_dir)))
-            write(rows)
-    write(rows)
+        for ctl in sorted(args.controllers, key=CONTROLLERS.index):  # evolution warms up first
+            res = one_run(ctl, seed, args)
+            if res is not None:
+                rows.append(row(res))
+                write(rows, args)
+    write(rows, args)
 
 
 if __name__ == "__main__":

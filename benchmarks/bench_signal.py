@@ -45,7 +45,8 @@ from distill.train import evaluate_kd
 from mlpgraph.paper import PAPER_EXPRESSIONS, STANDARD_FFN
 from searcher.candidate import Candidate, LayerGene
 from searcher.graphedit import Grower
-from searcher.run import Context, KDScorer, preflight, prepare
+from searcher.prepare import prepare
+from searcher.run import Context, KDScorer, preflight
 from searcher.run_config import quick_preset
 from searcher.warmup import warm_supernet
 from searcher.workers import Task, make_executor

@@ -56,8 +56,18 @@ class Section:
 
     @property
     def winner(self) -> JournalRow | None:
+        """The search's best: the candidate ``stage.json`` ranks first (mean over seeds at the
+        top rung), else the best (rung, score) in the journal (first of equals)."""
         ok = self.scored
-        return max(ok, key=self.fitness) if ok else None  # first of equals wins
+        top = self.stage_info.get("top") or [{}]
+        best = top[0].get("candidate", {}).get("id")
+        return next((r for r in ok if r.candidate_id == best),
+                    max(ok, key=self.fitness) if ok else None)
+
+    @property
+    def fallback(self) -> str | None:
+        """Why the stage handed on another candidate than its best (``stage_winner``)."""
+        return self.stage_info.get("fallback")
 
     @property
     def hidden(self) -> int | None:
@@ -303,7 +313,9 @@ def _winners(sections: list[Section], out: Path) -> list[dict[str, Any]]:
                       "score": None if w is None else w.score,
                       "params": None if w is None else w.params,
                       "describe": "" if w is None else
-                      Candidate.from_dict(w.candidate).describe()})
+                      Candidate.from_dict(w.candidate).describe(),
+                      "fallback": sec.fallback,
+                      "handed_on": sec.stage_info.get("describe") if sec.fallback else None})
     return items
 
 

@@ -34,11 +34,12 @@ def test_layer_direction(package):
 
 # The search (controllers, mutations, dedupe, budgets, journal, workers) reaches KD only
 # through the scorer it is handed (distill.score.score, wrapped in searcher/run.py) and reads
-# its one result record (distill.result); only the job's orchestration (run.py: teacher and
-# caches, warmup.py: supernet warm-up, final.py: the final comparison) uses KD directly.
+# its one result record (distill.result); only the job's orchestration (prepare.py: teacher
+# and caches, run.py: the job, warmup.py: supernet warm-up, final.py: the final comparison)
+# uses KD directly.
 SEARCH_MAY_USE = {"distill.config", "distill.student", "distill.errors", "distill.cli",
                   "distill.result", "distill.datafiles"}  # configs, records, the CLI's flags
-ORCHESTRATION = {"run.py", "warmup.py", "final.py"}
+ORCHESTRATION = {"prepare.py", "run.py", "warmup.py", "final.py"}
 
 
 def _modules(path: Path) -> set[str]:

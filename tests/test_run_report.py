@@ -71,8 +71,9 @@ def test_stage_masks_hold_in_a_search(tmp_path):
 def test_report_has_every_section_and_valid_images(synthetic_run):
     path = write_report(synthetic_run)
     page = path.read_text()
-    for heading in ("Winners: graphs per layer", "Pareto front", "Best score over evaluations",
-                    "Lineage of the winners", "Dedupe", "Every candidate"):
+    for heading in ("Each stage's best: graphs per layer", "Pareto front",
+                    "Best score over evaluations", "Lineage of the winners", "Dedupe",
+                    "Every candidate"):
         assert heading in page
     assert "http://" not in page and "https://" not in page  # nothing from the network
     images = re.findall(r'<img src="([^"]+)"', page)
@@ -109,6 +110,26 @@ def test_report_shows_the_summary_rows(synthetic_run, tmp_path):
         for row in table.rows:
             assert str(row[0]) in page
     assert s.verdict and all(line in page for line in s.verdict.split("\n"))
+
+
+def test_report_shows_the_searched_best_and_the_fallback(synthetic_run, tmp_path):
+    """A stage's section shows the candidate its search ranked first (``stage.json``'s top,
+    not the journal's single best score) and, when the stage handed on its FFN control
+    instead, that FFN and why."""
+    run = tmp_path / "run"
+    shutil.copytree(synthetic_run, run)
+    sec = load_sections(run)[0]
+    other = next(r for r in sec.scored if r.candidate_id != sec.winner.candidate_id)
+    info = json.loads((run / "stage1" / "stage.json").read_text())
+    why = "the best candidate scored +0.0100 kd_loss against its FFN, i.e. worse"
+    info.update(top=[{"candidate": {"id": other.candidate_id}}], fallback=why,
+                describe="W2(gelu(W1(x))) @ 2x1 | W2(gelu(W1(x))) @ 2x1 | W2(gelu(W1(x))) @ 2x1")
+    (run / "stage1" / "stage.json").write_text(json.dumps(info))
+    sec = load_sections(run)[0]
+    assert sec.winner.candidate_id == other.candidate_id and sec.fallback == why
+    page = write_report(run).read_text()
+    assert page.count("Handed on instead") == 1 and why in page
+    assert Candidate.from_dict(other.candidate).describe() in page
 
 
 def _comp(w: list[float], b: list[float], name: str) -> dict:
