@@ -68,9 +68,10 @@ def one_run(controller: str, seed: int, args: argparse.Namespace) -> dict[str, A
                         log=lambda s: print(s, flush=True), supernet=warm)
 
 
-def per_seed(res: dict[str, Any], arm: str, metric: str) -> list[float]:
+def per_seed(res: dict[str, Any], arm: str, metric: str, scale: float = 1.0) -> list[float]:
     """``arm``'s per-final-seed values of ``metric`` (``kd_loss`` or ``test/accuracy``)."""
-    return res["final"]["comparison"][metric]["winner" if arm == "winner" else "baseline"]
+    values = res["final"]["comparison"][metric]["winner" if arm == "winner" else "baseline"]
+    return [scale * v for v in values]
 
 
 def row(res: dict[str, Any]) -> dict[str, Any]:
@@ -84,6 +85,7 @@ def row(res: dict[str, Any]) -> dict[str, Any]:
     return {"controller": res["pipeline"]["stages"][0]["controller"]["kind"],
             "seed": res["pipeline"]["seed"], "winner": final["winner"]["describe"],
             "winner_is_ffn": final.get("same_as", {}).get("baseline") == "winner",
+            "winner_is_fixed": final.get("same_as", {}).get("fixed1") == "winner",
             "fallback": [("-" if "fallback" not in s else "yes" if s["fallback"] else "no")
                          for s in res["stages"]],  # "-": run older than the fallback rule
             "final_seeds": final["seeds"],
@@ -97,7 +99,7 @@ def row(res: dict[str, Any]) -> dict[str, Any]:
                          "test_accuracy": comp("comparison_fixed1", test)},
             "search_minutes": sum(s["seconds"] for s in res["stages"]) / 60,
             "per_seed": {"kd_loss": per_seed(res, "winner", "kd_loss"),
-                         "test_accuracy": per_seed(res, "winner", test),
+                         "test_accuracy": per_seed(res, "winner", test, 100.0),  # points
                          "ffn_kd_loss": per_seed(res, "baseline", "kd_loss")}}
 
 
@@ -120,7 +122,8 @@ def versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
         across = {m: paired(*means[m]) for m in means}
         out[other] = {"seeds": seeds, "per_seed": per,
                       "across": {m: {**p.to_dict(), "verdict": verdict(
-                          p, m, "evolution", other, higher_is_better=m != "kd_loss")}
+                          p, m if m == "kd_loss" else "test accuracy (points)", "evolution",
+                          other, higher_is_better=m != "kd_loss")}
                           for m, p in across.items()}}
     return out
 
@@ -171,7 +174,8 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"{kd['baseline']:.4f} | "
             + ("(is the FFN)" if r["winner_is_ffn"] else ci(r["vs_ffn"]["kd_loss"]))
             + f" | {ci(r['vs_ffn']['test_accuracy'], 100, 2)} | {ci(r['vs_equal']['kd_loss'])}"
-            f" | {ci(r['vs_fixed']['kd_loss'])} | {', '.join(map(str, r['fallback'][:2]))} | "
+            " | " + ("(is the fixed MLP)" if r["winner_is_fixed"] else ci(r["vs_fixed"]["kd_loss"]))
+            + f" | {', '.join(map(str, r['fallback'][:2]))} | "
             f"{r['search_minutes']:.1f} |")
     lines += ["", "Evolution's winner - the other controller's winner, per search seed "
               "(paired over the final seeds):", "",
@@ -179,13 +183,36 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     for other, v in vs.items():
         for s, p in v["per_seed"].items():
             lines.append(f"| {other} | {s} | {ci(p['kd_loss'])} | "
-                         f"{ci(p['test_accuracy'], 100, 2)} |")
+                         f"{ci(p['test_accuracy'], 1, 2)} |")
     lines += ["", "Across search seeds (each seed's mean over final seeds; t interval over "
               "search seeds):", ""]
     lines += [f"- winner - FFN, {c}: {v['verdict']}" for c, v in ffn.items()]
     lines += [f"- {v['across'][m]['verdict']} (seeds {v['seeds']})"
               for v in vs.values() for m in ("kd_loss", "test_accuracy")]
+    lines += ["", "Targets (issue 10):", ""] + targets(rows, vs)
     (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
+
+
+def targets(rows: list[dict[str, Any]], vs: dict[str, Any]) -> list[str]:
+    """Item 10's targets, seed by seed, as counts."""
+    evo = [r for r in rows if r["controller"] == "evolution"]
+
+    def below(c: dict[str, Any] | None) -> bool:
+        return c is not None and c["ci95"][1] < 0
+
+    tests = [r["vs_ffn"]["test_accuracy"] for r in evo]
+    out = [f"- evolution's winner below the same-shape FFN in held-out KD loss, CI excluding "
+           f"0: {sum(below(r['vs_ffn']['kd_loss']) for r in evo)} of {len(evo)} search seeds"]
+    for other, v in vs.items():
+        per = v["per_seed"].values()
+        out.append(f"- below {other}'s winner, CI excluding 0: "
+                   f"{sum(below(p['kd_loss']) for p in per)} of {len(per)} search seeds")
+    out.append("- test accuracy minus the same-shape FFN's, mean no lower than -0.3 points: "
+               f"{sum(t is not None and 100 * t['delta_mean'] >= -0.3 for t in tests)} of "
+               f"{len(tests)} search seeds; CI lower end above -0.3 points: "
+               f"{sum(t is not None and 100 * t['ci95'][0] > -0.3 for t in tests)}; CI above "
+               f"0 (the goal beyond): {sum(t is not None and t['ci95'][0] > 0 for t in tests)}")
+    return out
 
 
 def main() -> None:

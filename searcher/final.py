@@ -77,7 +77,11 @@ def _budget(ctx: Context, supernet: Path, seed: int, folder: Path | None) -> Sco
 def _done_path(ctx: Context, name: str, cand: Candidate, budget: ScoreBudget) -> Path:
     """Where one finished (student, seed) training is kept: keyed by the candidate and the
     whole recipe, so a resumed run (e.g. with more ``final.seeds``) retrains only new ones."""
-    recipe = json.dumps([cand.id, dataclasses.asdict(budget)], default=str, sort_keys=True)
+    fields = dataclasses.asdict(budget)
+    for key in ("supernet", "save_to", "teacher"):  # a path's spelling (a symlink) is no part
+        if fields.get(key):                         # of the recipe: the file it names is
+            fields[key] = str(Path(fields[key]).resolve())
+    recipe = json.dumps([cand.id, fields], default=str, sort_keys=True)
     return ctx.run_dir / "final" / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.json"
 
 

@@ -112,6 +112,28 @@ def test_resumable_differences():
     assert a.differences(c.dump()) == ["controller.population", "seed"]
 
 
+def test_a_finished_final_training_is_found_through_a_symlinked_run_folder(tmp_path):
+    """The final step's key names files by where they are, not by how a path is spelled: a
+    run resumed through a link to its folder reuses every finished training; another
+    recipe (here another seed) gets another key."""
+    from types import SimpleNamespace
+
+    from distill.score import ScoreBudget
+    from searcher.final import _done_path
+
+    real = tmp_path / "w1"
+    (real / "warmup" / "stage1").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(real)
+    cand = uniform_candidate("W2(gelu(W1(x)))", 2, Fraction(1), 3)
+
+    def key(run: Path, seed: int = 0) -> Path:
+        budget = ScoreBudget(supernet=str(run / "warmup" / "stage1"), seed=seed,
+                             save_to=str(run / "winner"))
+        return _done_path(SimpleNamespace(run_dir=real), "winner", cand, budget)
+
+    assert key(tmp_path / "link") == key(real) != key(real, seed=1)
+
+
 def test_constraints_window_and_sampler():
     p = quick_preset()
     cfg = p.student.to_config()
