@@ -52,10 +52,16 @@ from searcher.warmup import warm_supernet
 from searcher.workers import Task, make_executor
 
 OUT = Path(__file__).resolve().parent / "results"
-WORK = OUT / "signal"
+FULL = OUT / "signal" / "full.json"  # full trainings from scratch: no warm-up, no space
+
 METRICS = ("accuracy", "kd_loss", "teacher_kl")
 RECIPE = dataclasses.asdict(TUNED)
 GLU = ("W3(silu(W1(x)) * W2(x))", "W3(gelu(W1(x)) * W2(x))")
+
+
+def work_dir(space: str) -> Path:
+    """The audit's folder: ``signal/`` for the paper's space, ``signal_<space>/`` else."""
+    return OUT / ("signal" if space == "paper" else f"signal_{space}")
 
 
 def panel(n_random: int, seed: int) -> dict[str, tuple[str, float]]:
@@ -77,8 +83,8 @@ def candidate(expr: str, factor: float, s: int, ratio: Fraction, layers: int) ->
     return Candidate((LayerGene(mlpgraph.parse(expr), s, r),) * layers)
 
 
-def context(pipeline: Any) -> Context:
-    run_dir = WORK / "run"
+def context(pipeline: Any, work: Path) -> Context:
+    run_dir = work / "run"
     task, student, cons, seeds = preflight(pipeline, run_dir, resume=(run_dir /
                                            "pipeline.json").is_file(), stages=[1])
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -90,9 +96,8 @@ def context(pipeline: Any) -> Context:
 
 
 def short_scores(ctx: Context, cands: dict[str, Candidate], warmups: dict[str, Path],
-                 seeds: list[int], steps: int) -> dict[str, Any]:
-    """(warm-up, candidate, seed) -> the scorer's metrics; cached in signal/short.json."""
-    path = WORK / "short.json"
+                 seeds: list[int], steps: int, path: Path) -> dict[str, Any]:
+    """(warm-up, candidate, seed) -> the scorer's metrics; cached in ``path``."""
     done = json.loads(path.read_text()) if path.is_file() else {}
     hidden = ctx.student_config.hidden
     tasks = []
@@ -117,7 +122,7 @@ def short_scores(ctx: Context, cands: dict[str, Candidate], warmups: dict[str, P
 
 def full_scores(ctx: Context, cands: dict[str, Candidate], seed: int) -> dict[str, Any]:
     """candidate -> held-out KD loss etc. after full training from scratch (tuned recipe)."""
-    path = WORK / "full.json"
+    path = FULL
     done = json.loads(path.read_text()) if path.is_file() else {}
     caches = [TeacherOutputs(ctx.outputs["heldout"].folder)]  # no general KD saw these
     for name, cand in cands.items():
@@ -167,11 +172,14 @@ def analyse(short: dict[str, Any], full: dict[str, Any], names: list[str], warmu
 
 def write_md(rep: dict[str, Any], path: Path) -> None:
     a = rep["analysis"]
-    lines = ["# Fitness signal: consistency and validity (`movie_binary`, quick student)", "",
+    lines = ["# Fitness signal: consistency and validity (`movie_binary`, quick student, "
+             f"{rep.get('space', 'paper')} space)", "",
              f"Command: `{rep['command']}`", "",
              f"Panel: {len(rep['panel'])} MLPs on every layer at {rep['shape']}; "
              f"{len(rep['seeds'])} seeds x {rep['steps']} KD steps per score; full training: "
-             f"{json.dumps(rep['recipe'])}, seed {rep['full_seed']}.", "",
+             + (f"{json.dumps(rep['recipe'])}, seed {rep['full_seed']}" if rep.get(
+                 "space", "paper") == "paper" else "the trainings from scratch of signal.md "
+                "(`signal/full.json`: no warm-up or space is involved)") + ".", "",
              "| warm-up / metric | ICC(3,1) | Kendall tau vs fully trained kd_loss | p | n |",
              "|---|---|---|---|---|"]
     for key in sorted(a["icc"]):
@@ -197,36 +205,43 @@ def main() -> None:
     ap.add_argument("--full-seed", type=int, default=0)
     ap.add_argument("--no-full", action="store_true", help="skip the full trainings")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--space", default=quick_preset().space, choices=["wide", "paper"],
+                    help="the space whose warm-up pool the mixed supernet samples (and whose "
+                    "run the audit stands for); results/signal.md is the paper's")
     ap.add_argument("--report", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    WORK.mkdir(parents=True, exist_ok=True)
-    p = quick_preset()
+    work = work_dir(args.space)
+    work.mkdir(parents=True, exist_ok=True)
+    p = quick_preset().but(space=args.space)
     s, ratio = p.default_base[0], Fraction(p.default_base[1])
     table = panel(args.random, 0)
     cands = {n: candidate(e, f, s, ratio, p.student.num_layers) for n, (e, f) in table.items()}
-    ctx = context(p)
-    warmups = {}
-    for kind in ("base", "mixed"):
-        spec = p.warmup.but(pool=kind)
-        graphs = [mlpgraph.parse(STANDARD_FFN)] * p.student.num_layers
-        warmups[kind] = warm_supernet(ctx, spec, ctx.run_dir / "warmup" / kind, start=None,
-                                      graphs=graphs, label=f"warm-up {kind}")
-    # every panel linear needs its pool in both supernets: extraction creates missing ones
-    short = {} if args.report else short_scores(ctx, cands, warmups, args.seeds, args.steps)
-    if args.report:
-        short = json.loads((WORK / "short.json").read_text())
-    full = {} if args.no_full else (json.loads((WORK / "full.json").read_text())
-                                    if args.report else full_scores(ctx, cands, args.full_seed))
+    kinds = ["base", "mixed"]
+    if args.report:  # tables from what is done: nothing is loaded or trained
+        short = json.loads((work / "short.json").read_text())
+        full = {} if args.no_full else json.loads(FULL.read_text())
+    else:
+        ctx = context(p, work)
+        warmups = {}
+        for kind in kinds:
+            spec = p.warmup.but(pool=kind)
+            graphs = [mlpgraph.parse(STANDARD_FFN)] * p.student.num_layers
+            warmups[kind] = warm_supernet(ctx, spec, ctx.run_dir / "warmup" / kind,
+                                          start=None, graphs=graphs, label=f"warm-up {kind}")
+        # every panel linear needs its pool in both supernets: extraction creates missing ones
+        short = short_scores(ctx, cands, warmups, args.seeds, args.steps, work / "short.json")
+        full = {} if args.no_full else full_scores(ctx, cands, args.full_seed)
     rep = {"command": "python benchmarks/bench_signal.py " + " ".join(
                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-               if k in ("steps", "random", "full_seed")),
+               if k in ("steps", "random", "full_seed", "space")),
+           "space": args.space,
            "panel": table, "seeds": args.seeds, "steps": args.steps, "recipe": RECIPE,
            "full_seed": args.full_seed, "shape": f"{s} x {ratio}",
-           "analysis": analyse(short, full, list(cands), list(warmups), args.seeds,
-                               args.steps)}
-    (OUT / "signal.json").write_text(json.dumps(rep, indent=2) + "\n")
-    write_md(rep, OUT / "signal.md")
+           "analysis": analyse(short, full, list(cands), kinds, args.seeds, args.steps)}
+    name = work.name
+    (OUT / f"{name}.json").write_text(json.dumps(rep, indent=2) + "\n")
+    write_md(rep, OUT / f"{name}.md")
 
 
 if __name__ == "__main__":
