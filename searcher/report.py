@@ -315,7 +315,9 @@ def _winners(sections: list[Section], out: Path) -> list[dict[str, Any]]:
                       "describe": "" if w is None else
                       Candidate.from_dict(w.candidate).describe(),
                       "fallback": sec.fallback,
-                      "handed_on": sec.stage_info.get("describe") if sec.fallback else None})
+                      "handed_on": (sec.stage_info.get("describe") if sec.fallback and
+                                    sec.stage_info.get("describe") != sec.stage_info.get(
+                                        "searched") else None)})
     return items
 
 

@@ -119,17 +119,26 @@ def test_report_shows_the_searched_best_and_the_fallback(synthetic_run, tmp_path
     run = tmp_path / "run"
     shutil.copytree(synthetic_run, run)
     sec = load_sections(run)[0]
-    other = next(r for r in sec.scored if r.candidate_id != sec.winner.candidate_id)
+    ffn = "W2(gelu(W1(x))) @ 2x1 | W2(gelu(W1(x))) @ 2x1 | W2(gelu(W1(x))) @ 2x1"
+    other = next(r for r in sec.scored if r.candidate_id != sec.winner.candidate_id
+                 and Candidate.from_dict(r.candidate).describe() != ffn)
     info = json.loads((run / "stage1" / "stage.json").read_text())
     why = "the best candidate scored +0.0100 kd_loss against its FFN, i.e. worse"
     info.update(top=[{"candidate": {"id": other.candidate_id}}], fallback=why,
-                describe="W2(gelu(W1(x))) @ 2x1 | W2(gelu(W1(x))) @ 2x1 | W2(gelu(W1(x))) @ 2x1")
+                searched=Candidate.from_dict(other.candidate).describe(), describe=ffn)
     (run / "stage1" / "stage.json").write_text(json.dumps(info))
     sec = load_sections(run)[0]
     assert sec.winner.candidate_id == other.candidate_id and sec.fallback == why
     page = write_report(run).read_text()
     assert page.count("Handed on instead") == 1 and why in page
     assert Candidate.from_dict(other.candidate).describe() in page
+    # the FFN did not fit the constraints: the best went on, and the note says so
+    info.update(describe=Candidate.from_dict(other.candidate).describe(),
+                searched=Candidate.from_dict(other.candidate).describe(),
+                fallback=why + "; that FFN is outside the constraints, so the best goes on")
+    (run / "stage1" / "stage.json").write_text(json.dumps(info))
+    page = write_report(run).read_text()
+    assert "Handed on instead" not in page and info["fallback"] in page
 
 
 def _comp(w: list[float], b: list[float], name: str) -> dict:
