@@ -100,7 +100,8 @@ def row(res: dict[str, Any]) -> dict[str, Any]:
             "search_minutes": sum(s["seconds"] for s in res["stages"]) / 60,
             "per_seed": {"kd_loss": per_seed(res, "winner", "kd_loss"),
                          "test_accuracy": per_seed(res, "winner", test, 100.0),  # points
-                         "ffn_kd_loss": per_seed(res, "baseline", "kd_loss")}}
+                         "ffn_kd_loss": per_seed(res, "baseline", "kd_loss"),
+                         "ffn_test_accuracy": per_seed(res, "baseline", test, 100.0)}}
 
 
 def versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -119,27 +120,39 @@ def versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
         means = {m: ([float(np.mean(by[("evolution", s)]["per_seed"][m])) for s in seeds],
                      [float(np.mean(by[(other, s)]["per_seed"][m])) for s in seeds])
                  for m in ("kd_loss", "test_accuracy")}
-        across = {m: paired(*means[m]) for m in means}
-        out[other] = {"seeds": seeds, "per_seed": per,
-                      "across": {m: {**p.to_dict(), "verdict": verdict(
-                          p, m if m == "kd_loss" else "test accuracy (points)", "evolution",
-                          other, higher_is_better=m != "kd_loss")}
-                          for m, p in across.items()}}
+        pooled = {m: ([v for s in seeds for v in by[("evolution", s)]["per_seed"][m]],
+                      [v for s in seeds for v in by[(other, s)]["per_seed"][m]])
+                  for m in means}
+        out[other] = {"seeds": seeds, "per_seed": per}
+        for kind, values in (("across", means), ("pooled", pooled)):
+            out[other][kind] = {}
+            for m, (a, b) in values.items():
+                p = paired(a, b)
+                label = m if m == "kd_loss" else "test accuracy (points)"
+                out[other][kind][m] = {**p.to_dict(), "verdict": verdict(
+                    p, label, "evolution", f"{other} ({kind})", higher_is_better=m != "kd_loss")}
     return out
 
 
 def controller_vs_ffn(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per controller: winner - same-shape FFN, the per-seed means with a t interval over
-    search seeds."""
-    out = {}
+    """Per controller and metric: winner - same-shape FFN, (a) the per-search-seed means
+    with a t interval over search seeds, (b) pooled over every (search seed, final seed)
+    pair, which ignores that pairs of one search seed share its winner."""
+    out: dict[str, Any] = {}
     for c in CONTROLLERS:
         rs = [r for r in rows if r["controller"] == c]
-        if len(rs) >= 2:
-            p = paired([float(np.mean(r["per_seed"]["kd_loss"])) for r in rs],
-                       [float(np.mean(r["per_seed"]["ffn_kd_loss"])) for r in rs])
-            out[c] = {**p.to_dict(), "seeds": [r["seed"] for r in rs],
-                      "verdict": verdict(p, "kd_loss", f"{c}'s winner", "FFN",
-                                         higher_is_better=False)}
+        if len(rs) < 2:
+            continue
+        out[c] = {}
+        for m, label in (("kd_loss", "kd_loss"), ("test_accuracy", "test accuracy (points)")):
+            win = [r["per_seed"][m] for r in rs]
+            ffn = [r["per_seed"][f"ffn_{m}"] for r in rs]
+            across = paired([float(np.mean(w)) for w in win], [float(np.mean(f)) for f in ffn])
+            pooled = paired([v for w in win for v in w], [v for f in ffn for v in f])
+            out[c][m] = {k: {**p.to_dict(), "verdict": verdict(
+                p, label, f"{c}'s winner", f"FFN ({k})", higher_is_better=m != "kd_loss")}
+                for k, p in (("across search seeds", across), ("pooled pairs", pooled))}
+            out[c][m]["seeds"] = [r["seed"] for r in rs]
     return out
 
 
@@ -184,11 +197,14 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
         for s, p in v["per_seed"].items():
             lines.append(f"| {other} | {s} | {ci(p['kd_loss'])} | "
                          f"{ci(p['test_accuracy'], 1, 2)} |")
-    lines += ["", "Across search seeds (each seed's mean over final seeds; t interval over "
-              "search seeds):", ""]
-    lines += [f"- winner - FFN, {c}: {v['verdict']}" for c, v in ffn.items()]
-    lines += [f"- {v['across'][m]['verdict']} (seeds {v['seeds']})"
-              for v in vs.values() for m in ("kd_loss", "test_accuracy")]
+    lines += ["", "Across search seeds: (across) each search seed's mean over its final "
+              "seeds, t interval over search seeds (the search seed is the unit); (pooled) "
+              "every (search seed, final seed) pair, t interval over pairs (narrower: it "
+              "ignores that the pairs of one search seed share its winner):", ""]
+    lines += [f"- {v[m][k]['verdict']}" for c, v in ffn.items() for m in ("kd_loss",
+              "test_accuracy") for k in ("across search seeds", "pooled pairs")]
+    lines += [f"- {v[k][m]['verdict']} (search seeds {v['seeds']})" for v in vs.values()
+              for m in ("kd_loss", "test_accuracy") for k in ("across", "pooled")]
     lines += ["", "Targets (issue 10):", ""] + targets(rows, vs)
     (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
 
