@@ -78,8 +78,9 @@ def _done_path(ctx: Context, name: str, cand: Candidate, budget: ScoreBudget) ->
     """Where one finished (student, seed) training is kept: keyed by the candidate and the
     whole recipe, so a resumed run (e.g. with more ``final.seeds``) retrains only new ones."""
     fields = dataclasses.asdict(budget)
-    for key in ("supernet", "save_to", "teacher"):  # a path's spelling (a symlink) is no part
-        if fields.get(key):                         # of the recipe: the file it names is
+    # the file a path names is part of the recipe, not how the path is spelled (a symlink)
+    for key in ("supernet", "save_to", "teacher"):
+        if fields.get(key):
             fields[key] = str(Path(fields[key]).resolve())
     recipe = json.dumps([cand.id, fields], default=str, sort_keys=True)
     return ctx.run_dir / "final" / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.json"
