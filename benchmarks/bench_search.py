@@ -104,6 +104,25 @@ def row(res: dict[str, Any]) -> dict[str, Any]:
                          "ffn_test_accuracy": per_seed(res, "baseline", test, 100.0)}}
 
 
+LABELS = {"kd_loss": "kd_loss", "test_accuracy": "test accuracy (points)"}
+
+
+def two_ways(a: list[list[float]], b: list[list[float]], metric: str, name_a: str,
+             name_b: str) -> dict[str, Any]:
+    """``a - b``, where ``a[i]`` and ``b[i]`` are search seed ``i``'s values paired over its
+    final seeds: (across) each search seed's means, a t interval over search seeds (the
+    search seed is the unit); (pooled) every (search seed, final seed) pair, which ignores
+    that the pairs of one search seed share its winner."""
+    out = {}
+    for kind, (x, y) in (("across", ([float(np.mean(v)) for v in a],
+                                     [float(np.mean(v)) for v in b])),
+                         ("pooled", ([v for vs in a for v in vs], [v for vs in b for v in vs]))):
+        p = paired(x, y)
+        out[kind] = {**p.to_dict(), "verdict": verdict(
+            p, LABELS[metric], name_a, f"{name_b} ({kind})", higher_is_better=metric != "kd_loss")}
+    return out
+
+
 def versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Evolution's winner - each other controller's, per seed and across search seeds."""
     by = {(r["controller"], r["seed"]): r for r in rows}
@@ -113,46 +132,26 @@ def versus(rows: list[dict[str, Any]]) -> dict[str, Any]:
                        and by[(c, s)]["final_seeds"] == by[("evolution", s)]["final_seeds"])
         if not seeds:
             continue
-        per = {}
-        for s in seeds:
-            e, o = by[("evolution", s)]["per_seed"], by[(other, s)]["per_seed"]
-            per[s] = {m: paired(e[m], o[m]).to_dict() for m in ("kd_loss", "test_accuracy")}
-        means = {m: ([float(np.mean(by[("evolution", s)]["per_seed"][m])) for s in seeds],
-                     [float(np.mean(by[(other, s)]["per_seed"][m])) for s in seeds])
-                 for m in ("kd_loss", "test_accuracy")}
-        pooled = {m: ([v for s in seeds for v in by[("evolution", s)]["per_seed"][m]],
-                      [v for s in seeds for v in by[(other, s)]["per_seed"][m]])
-                  for m in means}
-        out[other] = {"seeds": seeds, "per_seed": per}
-        for kind, values in (("across", means), ("pooled", pooled)):
-            out[other][kind] = {}
-            for m, (a, b) in values.items():
-                p = paired(a, b)
-                label = m if m == "kd_loss" else "test accuracy (points)"
-                out[other][kind][m] = {**p.to_dict(), "verdict": verdict(
-                    p, label, "evolution", f"{other} ({kind})", higher_is_better=m != "kd_loss")}
+        evo = [by[("evolution", s)]["per_seed"] for s in seeds]
+        oth = [by[(other, s)]["per_seed"] for s in seeds]
+        out[other] = {"seeds": seeds, "per_seed": {
+            s: {m: paired(e[m], o[m]).to_dict() for m in LABELS}
+            for s, e, o in zip(seeds, evo, oth, strict=True)}}
+        out[other].update({m: two_ways([e[m] for e in evo], [o[m] for o in oth], m,
+                                       "evolution", other) for m in LABELS})
     return out
 
 
 def controller_vs_ffn(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per controller and metric: winner - same-shape FFN, (a) the per-search-seed means
-    with a t interval over search seeds, (b) pooled over every (search seed, final seed)
-    pair, which ignores that pairs of one search seed share its winner."""
+    """Per controller and metric: winner - same-shape FFN, both ways (:func:`two_ways`)."""
     out: dict[str, Any] = {}
     for c in CONTROLLERS:
         rs = [r for r in rows if r["controller"] == c]
-        if len(rs) < 2:
-            continue
-        out[c] = {}
-        for m, label in (("kd_loss", "kd_loss"), ("test_accuracy", "test accuracy (points)")):
-            win = [r["per_seed"][m] for r in rs]
-            ffn = [r["per_seed"][f"ffn_{m}"] for r in rs]
-            across = paired([float(np.mean(w)) for w in win], [float(np.mean(f)) for f in ffn])
-            pooled = paired([v for w in win for v in w], [v for f in ffn for v in f])
-            out[c][m] = {k: {**p.to_dict(), "verdict": verdict(
-                p, label, f"{c}'s winner", f"FFN ({k})", higher_is_better=m != "kd_loss")}
-                for k, p in (("across search seeds", across), ("pooled pairs", pooled))}
-            out[c][m]["seeds"] = [r["seed"] for r in rs]
+        if len(rs) >= 2:
+            out[c] = {m: {**two_ways([r["per_seed"][m] for r in rs],
+                                     [r["per_seed"][f"ffn_{m}"] for r in rs], m,
+                                     f"{c}'s winner", "FFN"), "seeds": [r["seed"] for r in rs]}
+                      for m in LABELS}
     return out
 
 
@@ -201,10 +200,10 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
               "seeds, t interval over search seeds (the search seed is the unit); (pooled) "
               "every (search seed, final seed) pair, t interval over pairs (narrower: it "
               "ignores that the pairs of one search seed share its winner):", ""]
-    lines += [f"- {v[m][k]['verdict']}" for c, v in ffn.items() for m in ("kd_loss",
-              "test_accuracy") for k in ("across search seeds", "pooled pairs")]
-    lines += [f"- {v[k][m]['verdict']} (search seeds {v['seeds']})" for v in vs.values()
-              for m in ("kd_loss", "test_accuracy") for k in ("across", "pooled")]
+    lines += [f"- {v[m][k]['verdict']}" for v in ffn.values() for m in LABELS
+              for k in ("across", "pooled")]
+    lines += [f"- {v[m][k]['verdict']} (search seeds {v['seeds']})" for v in vs.values()
+              for m in LABELS for k in ("across", "pooled")]
     lines += ["", "Targets (issue 10):", ""] + targets(rows, vs)
     (RESULTS / "search.md").write_text("\n".join(lines) + "\n")
 
