@@ -118,3 +118,11 @@ def stage_winner(top: Evaluated, cfg: SearchConfig) -> tuple[Candidate, int | No
         return top.candidate, top.params, note + ("; that FFN is outside the constraints, so "
                                                   "the best candidate goes on")
     return control, fits.measure(control)["params"], note + "; that FFN goes on"
+
+
+def handed_on(stage: dict[str, Any]) -> str | None:
+    """From a stage's record (``stage.json``): the candidate it handed on in place of its
+    searched best (the FFN control of :func:`stage_winner`), else None."""
+    if stage.get("fallback") and stage.get("searched") != stage.get("describe"):
+        return stage.get("describe")
+    return None

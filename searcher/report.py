@@ -26,6 +26,7 @@ from mlpgraph.drawing import DagEdge, DagNode, DagPanel, dag_to_dot, draw_dag
 
 from .budget import pareto_front
 from .candidate import Candidate
+from .fidelity import handed_on
 from .journal import FILENAME, Journal, JournalRow
 from .summary import Summary, Table, summarize
 
@@ -315,9 +316,7 @@ def _winners(sections: list[Section], out: Path) -> list[dict[str, Any]]:
                       "describe": "" if w is None else
                       Candidate.from_dict(w.candidate).describe(),
                       "fallback": sec.fallback,
-                      "handed_on": (sec.stage_info.get("describe") if sec.fallback and
-                                    sec.stage_info.get("describe") != sec.stage_info.get(
-                                        "searched") else None)})
+                      "handed_on": handed_on(sec.stage_info)})
     return items
 
 

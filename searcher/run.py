@@ -35,7 +35,7 @@ from .budget import derive_constraints
 from .candidate import Candidate
 from .config import ConstraintSpec, SearchConfig
 from .errors import RunFolderError, SearchConfigError, SearchError
-from .fidelity import stage_winner
+from .fidelity import handed_on, stage_winner
 from .final import final_compare
 from .journal import FILENAME
 from .prepare import prepare
@@ -345,7 +345,7 @@ def _run(ctx: Context, numbers: list[int], base: Candidate | None,
         r = results[-1]
         ctx.log(f"stage {spec.stage}: best held-out {r['rank_by']} {r['best_score']:.4f} after "
                 f"{r['evaluations']} evaluations: {r.get('searched', r['describe'])}"
-                + (f"; hands on {r['describe']}" if r.get("fallback") else ""))
+                + (f"; hands on {r['describe']}" if handed_on(r) else ""))
     winner = Candidate.from_dict(results[-1]["winner"])
     t0 = time.perf_counter()
     final = final_compare(ctx, winner, first if pipeline.final.init == "warmup" else current)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .fidelity import handed_on
+
 
 @dataclass
 class Table:
@@ -32,7 +34,7 @@ def _stage_table(results: dict[str, Any]) -> Table:
     rows = [[f"stage {s['stage']}", s["evaluations"], s["best_score"], s.get("base_score"),
              f"{s['dedupe']['hit_rate']:.0%}", round(s["seconds"]),
              s["describe"] + (f" (fallback: {s['searched']} was worse than this FFN)"
-                              if s.get("fallback") and s["searched"] != s["describe"] else "")]
+                              if handed_on(s) else "")]
             for s in results.get("stages", [])]
     return Table("Search stages", ["stage", "evals", f"best held-out {rank}", "start score",
                                    "dedupe", "seconds", "winner (expr @ s x ratio per layer)"],
