@@ -1,4 +1,4 @@
-"""Where the time of one search candidate goes: ``distill.score.score`` phase by phase.
+"""Where the time of one search candidate goes: ``distill.scoring.score`` phase by phase.
 
 Scores one candidate ``--repeats`` times in one process with the score budget of a run's
 stage (``RUN/stage<N>/search_config.json``: the warmed supernet, the fine-tuned teacher, the
@@ -49,9 +49,9 @@ import torch  # noqa: E402
 from timing import cpu_idle_percent, load_label, machine_meta  # noqa: E402
 
 import distill.loop as loop_mod  # noqa: E402
-import distill.score as score_mod  # noqa: E402
+import distill.scoring as score_mod  # noqa: E402
 import distill.supernet as supernet_mod  # noqa: E402
-from distill.score import ScoreBudget  # noqa: E402
+from distill.scoring import ScoreBudget  # noqa: E402
 from searcher.candidate import Candidate, uniform_candidate  # noqa: E402
 
 PHASES = ("supernet", "extract", "data", "teacher outputs", "kd setup", "kd steps", "fitness",
@@ -202,7 +202,7 @@ def write(a: argparse.Namespace, res: dict) -> None:
     first, med = res["calls"][0], res["repeat_median"]
     steps = res["calls"][-1]["steps"]
     lines = [f"Load: {res['load']}.", "",
-             f"One stage-{a.stage} candidate through `distill.score.score` "
+             f"One stage-{a.stage} candidate through `distill.scoring.score` "
              f"(`{res['candidate']}`, {steps} KD steps, {res['meta']['threads']} torch "
              f"thread(s)); seconds: the first call in a process, then the median of "
              f"{max(1, len(res['calls']) - 1)} repeated calls", "",

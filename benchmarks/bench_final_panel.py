@@ -51,7 +51,7 @@ def _train(job: tuple[str, str, int, str, int, dict[str, Any], int, int]) -> dic
     """One (arm, seed) in a worker process with one torch thread."""
     import torch
 
-    from distill.score import ScoreBudget, score
+    from distill.scoring import ScoreBudget, score
     from searcher.candidate import uniform_candidate
 
     name, expr, s, ratio, seed, recipe, layers, hidden = job

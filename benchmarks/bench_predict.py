@@ -36,7 +36,7 @@ def load_sentences(args: argparse.Namespace) -> list[str]:
     if args.texts:
         lines = Path(args.texts).read_text(encoding="utf-8").splitlines()
         return [t for t in lines if t.strip()][: args.sentences]
-    from distill.data import load_sentiment_task
+    from distill.sentiment import load_sentiment_task
 
     return list(load_sentiment_task("movie_binary")["test"]["sentence"])[: args.sentences]
 

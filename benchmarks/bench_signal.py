@@ -42,8 +42,9 @@ from distill.pipeline import TUNED, distill_student
 from distill.stats import icc_consistency, kendall
 from distill.teacher_cache import TeacherOutputs
 from distill.train import evaluate_kd
+from mlpgraph import MLPLayer
 from mlpgraph.paper import PAPER_EXPRESSIONS, STANDARD_FFN
-from searcher.candidate import Candidate, LayerGene
+from searcher.candidate import Candidate
 from searcher.graphedit import Grower
 from searcher.prepare import prepare
 from searcher.run import Context, KDScorer, preflight
@@ -80,7 +81,7 @@ def panel(n_random: int, seed: int) -> dict[str, tuple[str, float]]:
 
 def candidate(expr: str, factor: float, s: int, ratio: Fraction, layers: int) -> Candidate:
     r = Fraction(ratio * Fraction(factor).limit_denominator(3))
-    return Candidate((LayerGene(mlpgraph.parse(expr), s, r),) * layers)
+    return Candidate((MLPLayer(mlpgraph.parse(expr), s, r),) * layers)
 
 
 def context(pipeline: Any, work: Path) -> Context:

@@ -98,10 +98,12 @@ def data_files_from_args(args: argparse.Namespace) -> DataFiles | None:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise DataFileError(f"{flags} need(s) --train-file")
         return None
-    return DataFiles(args.train_file, args.validation_file, args.test_file, args.text_column,
-                     args.text_pair_column, args.label_column, args.task_type,
-                     args.max_length or 128, args.split_seed, args.heldout_fraction,
-                     args.drop_empty_texts, getattr(args, "task", None))
+    return DataFiles(args.train_file, validation_file=args.validation_file,
+                     test_file=args.test_file, text_column=args.text_column,
+                     text_pair_column=args.text_pair_column, label_column=args.label_column,
+                     task_type=args.task_type, max_length=args.max_length or 128,
+                     seed=args.split_seed, heldout_fraction=args.heldout_fraction,
+                     drop_empty_texts=args.drop_empty_texts, task=getattr(args, "task", None))
 
 
 def task_from_args(args: argparse.Namespace, default: str = "movie_binary") -> TaskSpec:

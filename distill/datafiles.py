@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import codecs
 import csv
-import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import datasets
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .assets import default_cache_dir, offline_env
-from .data import GLUE_TASKS
 from .errors import DataFileError
+from .glue import GLUE_TASKS
 
-TASK_TYPES = ("classification", "regression")
+TaskType = Literal["classification", "regression"]
+TASK_TYPES: tuple[str, ...] = get_args(TaskType)
 _READERS: dict[str, tuple[str, dict[str, Any]]] = {
     ".csv": ("csv", {"keep_default_na": False, "encoding": "utf-8-sig"}),
     ".tsv": ("csv", {"sep": "\t", "quoting": csv.QUOTE_NONE, "keep_default_na": False,
@@ -31,49 +31,61 @@ _READERS: dict[str, tuple[str, dict[str, Any]]] = {
 _HASHES: dict[tuple[str, int, int], str] = {}
 
 
-@dataclass(frozen=True)
-class DataFiles:
-    """Where a task's rows are and how to read them (JSON-able: :meth:`to_dict`)."""
+class DataFiles(BaseModel):
+    """Where a task's rows are and how to read them (JSON-able: :meth:`to_dict`). The train
+    file may be given positionally: ``DataFiles("train.csv", task_type="regression")``."""
 
-    train_file: str
-    validation_file: str | None = None
-    test_file: str | None = None
-    text_column: str | None = None  # None: "sentence" or "text" (or the GLUE task's)
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    task_type: str | None = None  # "classification" | "regression" | None: guess
-    max_length: int = 128
-    seed: int = 0  # of the held-out cut
-    heldout_fraction: float = 0.1  # of train, when there is no validation file
-    drop_empty_texts: bool = False  # False: refuse rows with an empty text
-    task: str | None = None  # a GLUE task whose schema the files follow
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def __post_init__(self) -> None:
-        for f in ("train_file", "validation_file", "test_file"):
-            value = getattr(self, f)
-            if value is not None:
-                object.__setattr__(self, f, str(Path(value).expanduser().resolve()))
-        if self.task_type not in (None, *TASK_TYPES):
-            raise DataFileError(f"task_type must be one of {TASK_TYPES} or None (guess), got "
-                                f"{self.task_type!r}")
-        if not 0 < self.heldout_fraction < 1:
-            raise DataFileError(f"heldout_fraction must be in (0, 1), got "
-                                f"{self.heldout_fraction}")
-        if self.max_length < 2:
-            raise DataFileError(f"max_length must be at least 2 tokens, got {self.max_length}")
-        if self.task is not None and self.task.lower() not in GLUE_TASKS:
+    train_file: str = Field(description="labelled training rows (.csv, .tsv, .json, .jsonl, "
+                            ".parquet); stored as an absolute path")
+    validation_file: str | None = Field(None, description="labelled evaluation rows (None: a "
+                                        "seeded, stratified cut of train)")
+    test_file: str | None = Field(None, description="labelled test rows (None: validation is "
+                                  "the final split)")
+    text_column: str | None = Field(None, description='None: "sentence" or "text" (or the '
+                                    "GLUE task's columns)")
+    text_pair_column: str | None = Field(None, description="second text of sentence pairs")
+    label_column: str = Field("label", description="the column holding the labels")
+    task_type: TaskType | None = Field(
+        None, description="None: guess (float labels: regression; else classification)")
+    max_length: int = Field(128, ge=2, description="truncation in tokens")
+    seed: int = Field(0, description="seed of the held-out cut")
+    heldout_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out "
+                                    "when there is no validation file")
+    drop_empty_texts: bool = Field(False, description="drop rows with an empty text (counted "
+                                   "in the notes); False: refuse them")
+    task: str | None = Field(None, description="a GLUE task whose official schema the files "
+                             "follow")
+
+    def __init__(self, train_file: str | Path | None = None, /, **data: Any) -> None:
+        if train_file is not None:
+            data["train_file"] = train_file
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise _files_error(e) from None
+
+    @field_validator("train_file", "validation_file", "test_file", mode="before")
+    @classmethod
+    def _absolute(cls, value: Any) -> Any:
+        return str(Path(value).expanduser().resolve()) if isinstance(value, str | Path) \
+            else value
+
+    @field_validator("task")
+    @classmethod
+    def _glue_task(cls, value: str | None) -> str | None:
+        if value is not None and value.lower() not in GLUE_TASKS:
             raise DataFileError(f"data files follow the schema of a GLUE task "
-                                f"({', '.join(GLUE_TASKS)}) or of none; got task "
-                                f"{self.task!r}")
+                                f"({', '.join(GLUE_TASKS)}) or of none; got task {value!r}")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataFiles:
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise DataFileError(f"unknown data-file setting(s) {unknown}")
+        """From :meth:`to_dict`'s form; unknown settings are refused."""
         return cls(**data)
 
     def files(self) -> dict[str, str]:
@@ -81,6 +93,24 @@ class DataFiles:
         return {role: p for role, p in (("train", self.train_file),
                                         ("validation", self.validation_file),
                                         ("test", self.test_file)) if p is not None}
+
+
+def _files_error(err: ValidationError) -> DataFileError:
+    """The first problem of a pydantic error as a :class:`DataFileError` naming the setting."""
+    e = err.errors()[0]
+    cause = e.get("ctx", {}).get("error")
+    if isinstance(cause, DataFileError):
+        return cause
+    name = ".".join(map(str, e["loc"])) or "data files"
+    if e["type"] == "extra_forbidden":
+        unknown = sorted(str(x["loc"][0]) for x in err.errors() if x["type"] == e["type"])
+        return DataFileError(f"unknown data-file setting(s) {unknown} (settings: "
+                             f"{', '.join(DataFiles.model_fields)})")
+    if name == "task_type":
+        return DataFileError(f"task_type must be one of {TASK_TYPES} or None (guess), got "
+                             f"{e['input']!r}")
+    got = "" if e["type"] == "missing" else f", got {e['input']!r:.80}"
+    return DataFileError(f"data-file setting {name}: {e['msg']}{got}")
 
 
 # ----------------------------------------------------------------------------- reading

@@ -1,6 +1,6 @@
 """Local data files (csv / tsv / json / jsonl): format detection and column checks.
 
-Shared by the GLUE loader in :mod:`distill.data` and the SQuAD loader in
+Shared by the GLUE loader in :mod:`distill.glue` and the SQuAD loader in
 :mod:`distill.squad`.
 """
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import collections
 import re
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -120,9 +121,79 @@ def spearman(preds: ArrayLike, labels: ArrayLike) -> float:
     return pearson(rankdata(p), rankdata(y))
 
 
-_METRIC_FUNCS = {"accuracy": accuracy, "f1": f1_binary, "f1_macro": f1_macro,
-                 "mcc": matthews_corrcoef,
-                 "pearson": pearson, "spearman": spearman}
+# ----------------------------------------------------------------------------- the registry
+class UnknownMetricError(ValueError):
+    """A metric name that no one declared (so its direction is unknown)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A measured quantity, declared once: its name, whether larger is better, what it is.
+    Task metrics also carry the function computing them from predictions and labels."""
+
+    name: str
+    higher_is_better: bool
+    description: str = ""
+    fn: Callable[[np.ndarray, np.ndarray], float] | None = field(default=None, compare=False)
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether value ``a`` is strictly better than ``b``."""
+        return a > b if self.higher_is_better else a < b
+
+    @property
+    def arrow(self) -> str:
+        """``↑`` when larger is better, else ``↓`` (for progress bars and tables)."""
+        return "↑" if self.higher_is_better else "↓"
+
+
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, higher_is_better: bool, description: str = "",
+                    fn: Callable[[np.ndarray, np.ndarray], float] | None = None) -> Metric:
+    """Declare a metric (re-declaring the same name with another direction is an error)."""
+    m = Metric(name, higher_is_better, description, fn)
+    old = METRICS.get(name)
+    if old is not None and old.higher_is_better != higher_is_better:
+        raise ValueError(f"metric {name!r} is already declared with higher_is_better="
+                         f"{old.higher_is_better}")
+    METRICS[name] = m
+    return m
+
+
+def metric(name: str) -> Metric:
+    """The declared metric ``name``; :class:`UnknownMetricError` names the known ones."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise UnknownMetricError(
+            f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}. Declare a new one "
+            "with distill.register_metric(name, higher_is_better=...)") from None
+
+
+for _name, _fn, _what in (
+        ("accuracy", accuracy, "fraction of correct predictions"),
+        ("f1", f1_binary, "F1 of the positive class (label 1)"),
+        ("f1_macro", f1_macro, "unweighted mean of the per-class F1s"),
+        ("mcc", matthews_corrcoef, "Matthews correlation"),
+        ("pearson", pearson, "Pearson correlation (regression)"),
+        ("spearman", spearman, "Spearman rank correlation (regression)")):
+    register_metric(_name, higher_is_better=True, description=_what, fn=_fn)
+register_metric("score", higher_is_better=True,
+                description="a scorer's single fitness value (the mean of the task metrics)")
+for _name, _what in (
+        ("kd_loss", "the task-KD objective on held-out rows (all weighted terms)"),
+        ("kd_attention", "attention-score MSE term of the KD objective"),
+        ("kd_hidden", "hidden-state MSE term of the KD objective"),
+        ("kd_embedding", "embedding-output MSE term of the KD objective"),
+        ("kd_prediction", "prediction (soft cross-entropy / MSE) term of the KD objective"),
+        ("teacher_kl", "mean KL from the teacher's output distribution to the student's"),
+        ("label_nll", "mean negative log-likelihood of the true labels (held-out)"),
+        ("train_loss", "mean training loss over the last logged steps"),
+        ("loss", "a training loss"), ("mse", "mean squared error")):
+    register_metric(_name, higher_is_better=False, description=_what)
+
+_METRIC_FUNCS = {m.name: m.fn for m in METRICS.values() if m.fn is not None}
 
 
 def to_predictions(outputs: ArrayLike, is_regression: bool) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The one KD pipeline: the teacher outputs a student needs, the KD phases, saving a student.
 
 ``efficientbert distill`` (:func:`distill_student`), the search's scorer
-(:func:`distill.score.score`) and the main job (``searcher/run.py``: supernet warm-up and the
+(:func:`distill.scoring.score`) and the main job (``searcher/run.py``: supernet warm-up and the
 final comparison) are thin layers over these functions::
 
     dims = teacher_dims(tuned)                       # hidden, layers, heads of a teacher folder
@@ -183,7 +183,8 @@ def distill_student(config: StudentConfig, task: str = "movie_binary", *,
     result's ``"model"`` is the trained student, ``"kd"`` its loss module (with the trained
     ``fit_dense``, for :func:`distill.train.evaluate_kd`).
     """
-    from .data import austen_text, get_task_spec
+    from .data import get_task_spec
+    from .sentiment import austen_text
 
     spec = get_task_spec(task)
     max_length = max_length or default_max_length(task)

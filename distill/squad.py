@@ -5,7 +5,6 @@ online or from the HF cache) or local json / jsonl files in the Hugging Face sch
 or the official nested files. :func:`prepare_squad_features` /
 :func:`tokenize_squad` cut examples into overlapping context windows and
 :func:`postprocess_squad_predictions` maps start / end logits back to answer text.
-All names are re-exported by :mod:`distill.data`.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from torch import nn
 
 import mlpgraph
 from mlpgraph.compiler import compile_graph
-from mlpgraph.cost import count_params, linear_shapes
+from mlpgraph.cost import linear_shapes
 from mlpgraph.module import as_weight_pair, require_weights
 
 from .compile_mode import compile_options
@@ -37,11 +37,6 @@ from .errors import CheckpointError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 Pair = tuple[torch.Tensor, torch.Tensor | None]
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class GraphMLP(nn.Module):
@@ -207,7 +202,6 @@ class Student(nn.Module):
     def __init__(self, config: StudentConfig, *, backend: str = "eager",
                  seed: int | None = None) -> None:
         super().__init__()
-        config.validate()
         self.config, self.backend = config, backend
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             self._build(config, backend)
@@ -217,10 +211,10 @@ class Student(nn.Module):
         h, p, eps = config.hidden, config.dropout, config.layer_norm_eps
         self.embeddings = Embeddings(config)
         layers = []
-        for spec in config.layers:
-            units = [GraphMLP(spec.graph, h, spec.d_inner, backend=backend)
-                     for _ in range(spec.stacks)]
-            norms = [nn.LayerNorm(h, eps=eps) for _ in range(spec.stacks)]
+        for layer in config.layers:
+            units = [GraphMLP(layer.graph, h, layer.d_inner(h), backend=backend)
+                     for _ in range(layer.stacks)]
+            norms = [nn.LayerNorm(h, eps=eps) for _ in range(layer.stacks)]
             attention = SelfAttention(h, config.heads, config.attention_dropout)
             layers.append(EncoderLayer(attention, nn.LayerNorm(h, eps=eps),
                                        MLPStack(units, norms, p), p))
@@ -297,7 +291,7 @@ class Student(nn.Module):
 
         Dropout masks come from torch's own RNG (Inductor's ``fallback_random``, unless
         ``options={"fallback_random": False}``): the same masks as the eager model for a
-        seed, and on CPU several times cheaper than Inductor's per-element generator.
+        seed.
         """
         self.compile(**compile_options(options))
         return self
@@ -308,7 +302,7 @@ class Student(nn.Module):
         return self.pooler.weight.device
 
     def expressions(self) -> list[str]:
-        return [spec.expr for spec in self.config.layers]
+        return [layer.expr for layer in self.config.layers]
 
     def num_parameters(self, *, exclude_embeddings: bool = False) -> int:
         """Parameters of this architecture (borrowed MLP slices counted at their size)."""
@@ -379,8 +373,7 @@ def count_parameters(config: StudentConfig) -> dict[str, int]:
     if proj_in != h or config.trigram:
         emb += proj_in * h + h
     attention = config.num_layers * (4 * (h * h + h) + 2 * h)
-    mlp = sum(spec.stacks * (count_params(spec.graph, d_model=h, d_inner=spec.d_inner) + 2 * h)
-              for spec in config.layers)
+    mlp = sum(layer.params(h) for layer in config.layers)
     head = h * h + h + (h + 1) * config.num_outputs
     return {"embeddings": emb, "attention": attention, "mlp": mlp, "head": head,
             "total": emb + attention + mlp + head}

@@ -40,6 +40,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -47,9 +48,9 @@ import torch
 from torch import nn
 
 import mlpgraph
-from mlpgraph import Width
+from mlpgraph import STANDARD_FFN, MLPLayer, Width
 
-from .config import STANDARD_FFN, LayerSpec, StudentConfig, as_layer_spec
+from .config import StudentConfig, as_layer
 from .errors import CheckpointError, ConfigError
 from .student import (
     CONFIG_NAME,
@@ -65,14 +66,14 @@ from .student import (
 MAX_STACKS = 4
 SUPERNET_NAME = "supernet.json"
 Mode = Literal["copy", "view"]
-SpecLike = LayerSpec | tuple[mlpgraph.Graph | str, int, int]
+#: a layer of a sub-network: an MLPLayer, or ``(graph or text, stacks, d_inner)``
+LayerLike = MLPLayer | tuple[mlpgraph.Graph | str, int, int]
 
 
 def supernet_config(config: StudentConfig, *, max_stacks: int = MAX_STACKS) -> StudentConfig:
     """``config`` with every layer replaced by ``max_stacks`` standard FFNs at ratio 1."""
-    ffn = mlpgraph.parse(STANDARD_FFN)
-    return config.replace(layers=[LayerSpec(ffn, max_stacks, config.hidden)
-                                  for _ in config.layers])
+    ffn = MLPLayer(mlpgraph.parse(STANDARD_FFN), max_stacks, Fraction(1))
+    return config.replace(layers=[ffn] * config.num_layers)
 
 
 class Supernet(nn.Module):
@@ -143,9 +144,10 @@ class Supernet(nn.Module):
         return sorted(set(self.extra) - before)
 
     # ------------------------------------------------------------------- extraction
-    def extract(self, layer_specs: Sequence[SpecLike], *, mode: Mode = "copy",
+    def extract(self, layer_specs: Sequence[LayerLike], *, mode: Mode = "copy",
                 backend: str | None = None) -> Student:
-        """A student with per-layer ``(expression, stacks, d_inner)`` inheriting weights."""
+        """A student with one :class:`~mlpgraph.MLPLayer` (or ``(expression, stacks,
+        d_inner)``) per layer, inheriting weights."""
         return extract(self, layer_specs, mode=mode, backend=backend)
 
     # ---------------------------------------------------------------------- files
@@ -171,23 +173,25 @@ class Supernet(nn.Module):
         return net.to(device) if device is not None else net
 
 
-def extract(supernet: Supernet, layer_specs: Sequence[SpecLike], *, mode: Mode = "copy",
+def extract(supernet: Supernet, layer_specs: Sequence[LayerLike], *, mode: Mode = "copy",
             backend: str | None = None) -> Student:
-    """Cut the sub-network ``layer_specs`` (one ``LayerSpec`` or ``(graph, s, k)`` per
-    layer; text is parsed) out of ``supernet``: ``mode="copy"`` gives an independent student,
-    ``mode="view"`` one that shares the supernet's storage (see the module doc)."""
+    """Cut the sub-network ``layer_specs`` (one :class:`~mlpgraph.MLPLayer` or
+    ``(graph, s, k)`` per layer; text is parsed) out of ``supernet``: ``mode="copy"`` gives an
+    independent student, ``mode="view"`` one that shares the supernet's storage (see the
+    module doc)."""
     if mode not in ("copy", "view"):
         raise ValueError(f"mode={mode!r}; use 'copy' (independent weights) or 'view' (shared)")
     backend = backend or supernet.backend
-    specs = [as_layer_spec(s, i) for i, s in enumerate(layer_specs)]
+    d = supernet.hidden
+    specs = [as_layer(s, d, i) for i, s in enumerate(layer_specs)]
     config = supernet.config.replace(layers=specs)  # validates types and expressions
     _check_specs(supernet, specs)
     share = (lambda m: m) if mode == "view" else copy.deepcopy
-    model, d = supernet.model, supernet.hidden
+    model = supernet.model
     layers = []
     for li, spec in enumerate(specs):
         src = model.layers[li]
-        units = [GraphMLP(spec.graph, d, spec.d_inner, backend=backend,
+        units = [GraphMLP(spec.graph, d, spec.d_inner(d), backend=backend,
                           weights=supernet.sources(li, si, spec.graph),
                           share_weights=mode == "view") for si in range(spec.stacks)]
         norms = [share(src.mlp.norms[si]) for si in range(spec.stacks)]
@@ -212,7 +216,7 @@ def pool_assignment(graph: mlpgraph.Graph) -> dict[str, str]:
     return out
 
 
-def _check_specs(supernet: Supernet, specs: list[LayerSpec]) -> None:
+def _check_specs(supernet: Supernet, specs: list[MLPLayer]) -> None:
     if len(specs) != supernet.num_layers:
         raise ConfigError("layer_specs", f"{len(specs)} layer specs for a supernet of "
                           f"{supernet.num_layers} layers; give exactly one per layer")
@@ -220,6 +224,7 @@ def _check_specs(supernet: Supernet, specs: list[LayerSpec]) -> None:
         if not 1 <= spec.stacks <= supernet.max_stacks:
             raise ConfigError(f"layer_specs[{i}].stacks", f"stacks={spec.stacks} is outside "
                               f"1..{supernet.max_stacks}, the supernet's maximum")
-        if not 1 <= spec.d_inner <= supernet.hidden:
-            raise ConfigError(f"layer_specs[{i}].d_inner", f"d_inner={spec.d_inner} is outside "
+        k = spec.d_inner(supernet.hidden)
+        if not 1 <= k <= supernet.hidden:
+            raise ConfigError(f"layer_specs[{i}].d_inner", f"d_inner={k} is outside "
                               f"1..{supernet.hidden} (the supernet's widths are ratio 1 of hidden)")

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .config import STANDARD_FFN
+from mlpgraph import STANDARD_FFN, MLPLayer, parse
+
 from .encode import EncodedTexts
 from .errors import TrainingError
 from .loop import TrainConfig, TrainResult, model_inputs, resolve_device, train_loop
@@ -201,15 +202,14 @@ def random_sampler(num_layers: int, hidden: int,
                    expressions: Sequence[Any] = (STANDARD_FFN,),
                    stacks: Sequence[int] = (1, 2, 3, 4),
                    ratios: Sequence[float] = (1, 1 / 2, 1 / 3, 1 / 4)) -> Sampler:
-    """A sampler of uniform random ``(graph, stacks, d_inner)`` per layer (``expressions``:
-    graphs, or text parsed once here)."""
-    import mlpgraph
+    """A sampler of uniform random layers (an :class:`~mlpgraph.MLPLayer` per layer, of width
+    ``max(1, round(hidden * ratio))``; ``expressions``: graphs, or text parsed once here)."""
+    graphs = [parse(e) if isinstance(e, str) else e for e in expressions]
 
-    graphs = [mlpgraph.parse(e) if isinstance(e, str) else e for e in expressions]
-
-    def sample(rng: random.Random) -> list[tuple[Any, int, int]]:
-        return [(rng.choice(graphs), rng.choice(list(stacks)),
-                 max(1, round(hidden * rng.choice(list(ratios))))) for _ in range(num_layers)]
+    def sample(rng: random.Random) -> list[MLPLayer]:
+        return [MLPLayer.with_width(rng.choice(graphs), rng.choice(list(stacks)),
+                                    max(1, round(hidden * rng.choice(list(ratios)))), hidden)
+                for _ in range(num_layers)]
     return sample
 
 

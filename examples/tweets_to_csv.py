@@ -14,7 +14,7 @@ from pathlib import Path
 
 import datasets
 
-from distill.data import load_sentiment_task
+from distill.sentiment import load_sentiment_task
 
 NAMES = ("negative", "positive")
 

@@ -16,30 +16,35 @@ from . import builtins as _builtins  # noqa: F401 - registers the built-in primi
 from .cost import count_flops, count_params, linear_shapes
 from .errors import (
     GraphTypeError,
+    LayerError,
     MLPGraphError,
     ParseError,
     PrimitiveError,
     SerializationError,
     SpaceError,
+    UnsafeFileError,
     WidthError,
 )
+from .graph import Graph
+from .graph import format_graph as format
 from .interp import evaluate, random_weights
-from .ir import Graph, Node, Op, Width
+from .ir import Node, Op, Width
 from .keys import Equivalence, canonical_key, equivalent, fingerprint, to_sympy
+from .layer import STANDARD_FFN, MLPLayer, parse_ratio
 from .parser import parse
 from .plugins import load_primitives, primitive_digest
 from .primitives import REGISTRY, Primitive, get_primitive, primitive
-from .printer import format_graph as format
 from .simplify import simplify
 from .space import PAPER_SPACE, SPACES, WIDE_SPACE, Space, resolve_space
 
 __all__ = [
-    "PAPER_SPACE", "REGISTRY", "SPACES", "WIDE_SPACE", "Equivalence", "Graph", "GraphTypeError",
-    "MLPGraphError", "Node", "Op", "ParseError", "Primitive", "PrimitiveError",
-    "SerializationError", "Space", "SpaceError", "Width", "WidthError", "canonical_key",
-    "count_flops", "count_params", "equivalent", "evaluate", "fingerprint", "format",
-    "get_primitive", "linear_shapes", "load_primitives", "parse", "primitive",
-    "primitive_digest", "random_weights", "resolve_space", "simplify", "to_sympy",
+    "Equivalence", "Graph", "GraphTypeError", "LayerError", "MLPGraphError", "MLPLayer", "Node",
+    "Op", "PAPER_SPACE", "ParseError", "Primitive", "PrimitiveError", "REGISTRY", "SPACES",
+    "STANDARD_FFN", "SerializationError", "Space", "SpaceError", "UnsafeFileError",
+    "WIDE_SPACE", "Width", "WidthError", "canonical_key", "count_flops", "count_params",
+    "equivalent", "evaluate", "fingerprint", "format", "get_primitive", "linear_shapes",
+    "load_primitives", "parse", "parse_ratio", "primitive", "primitive_digest",
+    "random_weights", "resolve_space", "simplify", "to_sympy",
 ]
 
 

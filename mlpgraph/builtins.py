@@ -18,23 +18,13 @@ ACT = {"activation"}
 PAPER = {"activation", "paper"}
 
 
-# Compiled-backend forms. Inductor's CPU kernels compute tanh with a vectorized tanh
-# that costs about 2.5x an exp (measured: 1.14 ms vs 0.40 ms for 1024 x 540 floats on 2
-# threads), so for Inductor tanh is a rational function (no exp at all) and GELU is
-# written through exp. Both are accurate to float32 precision everywhere (GELU uses
-# 1 + tanh(z) = 2 sigmoid(2z), free of cancellation); `check_primitive` compares them
-# with the main form.
+# Compiled-backend forms, for Inductor: tanh as a rational function (no exp at all) and GELU
+# written through exp (1 + tanh(z) = 2 sigmoid(2z), free of cancellation); both accurate to
+# float32 precision, and `check_primitive` compares them with the main form. Why, the fit and
+# the timings: docs/decisions.md (mlpgraph, "Inductor's tanh and GELU forms").
 _GELU_C = 0.7978845608028654  # sqrt(2 / pi)
-# tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9], P and Q of degree 4 (in x^2). Fitted in float64
-# with numpy on ~6000 points of (0, 9] (uniform + Chebyshev-spaced), minimizing the
-# relative error: Sanathanan-Koerner iterations (linear least squares for
-# P - (tanh(x)/x) Q, weighted by 1 / (tanh(x)/x * Q_previous)), then Lawson reweighting
-# toward minimax. Relative error of the fit 2.1e-8; Q has positive coefficients (no
-# poles). Evaluated in float32 with these float32-rounded coefficients the error is at
-# most 3 float32 eps * |tanh(x)| on a dense grid of [-12, 12] (torch.tanh: 0.5, the exp
-# form it replaced: 2.8). Beyond |x| = 9 float32 tanh rounds to +-1, hence the clamp.
-# Inductor fuses it into one clamp/mul/add/div kernel: 0.34 ms for 1024 x 540 floats on
-# 1 thread, vs 0.84 ms for the exp form and 1.8 ms for torch.tanh.
+# tanh(x) ~ x P(x^2) / Q(x^2) on [-9, 9], P and Q of degree 4 (in x^2), Q with positive
+# coefficients (no poles); beyond |x| = 9 float32 tanh rounds to +-1, hence the clamp.
 _TANH_P = (1.0, 0.13381027, 0.003495589, 2.0609095e-05, 1.3354677e-08)
 _TANH_Q = (1.0, 0.46714342, 0.025876986, 0.00032856362, 7.776565e-07)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from .cli_common import EXIT_CODES_HELP, Parents, positive_int
 from .errors import MLPGraphError, WidthError
-from .ir import Graph
+from .graph import Graph
 
 FORMATS = ("text", "dot", "mermaid", "json")
 
@@ -80,7 +80,7 @@ def _load(text: str, simplify: bool) -> Graph:
 def _show(args: argparse.Namespace) -> int:
     from . import viz
     from .cost import count_params
-    from .printer import format_graph
+    from .graph import format_graph
 
     _check_widths(args)
     graph = _load(args.expr, args.simplify)

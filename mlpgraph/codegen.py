@@ -34,7 +34,8 @@ from torch import nn
 
 from .errors import WidthError
 from .fusion import FusedCalls
-from .ir import Graph, Node, Op, Width
+from .graph import Graph
+from .ir import Node, Op, Width
 
 __all__ = ["build_functional", "fill", "inner_width", "weight_arg_names"]
 

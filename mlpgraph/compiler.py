@@ -14,7 +14,6 @@ state for it (Dynamo's entries for its code).
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from torch import nn
 
 from . import keys
 from .backends import (
@@ -40,7 +38,7 @@ from .backends import (
 from .codegen import build_functional, inner_width, weight_arg_names
 from .cost import linear_shapes
 from .errors import BackendError
-from .ir import Graph
+from .graph import Graph
 from .module import (
     BorrowedLinear,
     ExportedMLP,
@@ -58,8 +56,8 @@ from .simplify import simplify as run_simplify
 __all__ = [
     "BACKENDS", "CacheInfo", "CompileReport", "ExportedMLP", "KernelReport", "MLPModule",
     "TorchScriptDeprecationWarning", "clear_compile_cache", "compile_cache_info", "compile_graph",
-    "count_kernels", "inherit_weights", "inspect_inductor", "load_exported",
-    "resolve_device", "save_exported", "set_compile_cache_size",
+    "count_kernels", "inherit_weights", "inspect_inductor", "resolve_device",
+    "set_compile_cache_size",
 ]
 
 DEFAULT_CACHE_SIZE = 128
@@ -295,41 +293,6 @@ def compile_graph(graph: Graph | str, d_model: int, d_inner: int | None, backend
     module.report = CompileReport(spec.name, text, key, d_model, d_inner, str(dtype), str(dev),
                                   hit, seconds, fn.seconds)
     return module
-
-
-# ------------------------------------------------------------------ export save / load
-def save_exported(module: nn.Module, path: str | Path) -> Path:
-    """Save a module made by :func:`compile_graph` (any backend) as a ``torch.export``
-    program holding a copy of its current weights; :func:`load_exported` reads it back."""
-    graph = getattr(module, "mlp_graph", None)
-    if not isinstance(graph, Graph):
-        raise BackendError(f"save_exported needs a module made by mlpgraph.compile, got "
-                           f"{type(module).__name__}")
-    weights = {name: (getattr(module, name).weight, getattr(module, name).bias)
-               for name in graph.linears}
-    own = compile_graph(graph, module.d_model, module.d_inner, "eager", weights=weights,
-                        share_weights=False)
-    w0 = next(iter(weights.values()))[0] if weights else torch.zeros(())
-    x = torch.zeros(2, module.d_model, dtype=w0.dtype, device=w0.device)
-    program = torch.export.export(own, (x,),
-                                  dynamic_shapes=({0: torch.export.Dim("tokens", min=1)},))
-    meta = {"format": "mlpgraph.exported/1", "graph": graph.to_json(),
-            "d_model": module.d_model, "d_inner": module.d_inner}
-    path = Path(path)
-    torch.export.save(program, path, extra_files={"mlpgraph.json": json.dumps(meta)})
-    return path
-
-
-def load_exported(path: str | Path) -> ExportedMLP:
-    """Load a file written by :func:`save_exported` as a module (any leading shape)."""
-    extra = {"mlpgraph.json": ""}
-    program = torch.export.load(Path(path), extra_files=extra)
-    if not extra["mlpgraph.json"]:
-        raise BackendError(f"{path} is a torch.export file but not one written by "
-                           "mlpgraph.compiler.save_exported (it has no mlpgraph.json)")
-    meta = json.loads(extra["mlpgraph.json"])
-    return ExportedMLP(program, Graph.from_json(meta["graph"]), int(meta["d_model"]),
-                       meta["d_inner"])
 
 
 # ------------------------------------------------------------------ kernel inspection

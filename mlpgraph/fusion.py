@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .ir import Graph, Node, Op
+from .graph import Graph
+from .ir import Node, Op, describe
 from .primitives import Primitive
 
 __all__ = ["ONEDNN_BINARY", "ONEDNN_UNARY", "PACK_CACHE_BYTES", "TRITON_OPTIONS", "Epilogue",
@@ -247,8 +248,6 @@ def fused_calls(graph: Graph, *, prepack: bool = True) -> FusedCalls:
 
 def describe_plan(graph: Graph) -> list[str]:
     """Each absorbed op as ``"W1 + gelu"`` (unary) or ``"W1 mul <operand>"`` (binary)."""
-    from .ir import describe
-
     out = []
     for n, e in plan_epilogues(graph).items():
         if e.other is None:

@@ -10,7 +10,8 @@ import random
 from collections.abc import Sequence
 
 from . import ir
-from .ir import Graph, Node, Width
+from .graph import Graph
+from .ir import Node, Width
 
 DEFAULT_UNARY = ("gelu", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "swish", "identity",
                  "neg", "square", "squared_relu", "softplus", "gelu_erf")

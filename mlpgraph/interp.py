@@ -10,7 +10,8 @@ from collections.abc import Mapping
 import torch
 
 from .errors import WidthError
-from .ir import Graph, Node, Op, Width
+from .graph import Graph
+from .ir import Node, Op, Width
 
 Weights = Mapping[str, tuple[torch.Tensor, torch.Tensor | None]]
 

@@ -1,4 +1,4 @@
-"""The IR: a typed, immutable, hash-consed expression DAG, and the one graph toolkit.
+"""The IR: a typed, immutable, hash-consed expression DAG of nodes, and the node toolkit.
 
 A :class:`Node` is one small frozen record: its kind ``op``, its width, its children
 ``src`` and one typed payload (``prim`` for a primitive, ``name`` for a linear layer,
@@ -10,13 +10,12 @@ linear name means same weights.
 Widths are symbolic (:class:`Width`): ``d`` (model width), ``k`` (inner width),
 ``m`` = ``min(d, k)`` (only produced by an explicit ``narrow`` coercion node) and
 ``1`` (a scalar constant that broadcasts). They are bound to integers only when a
-module is built. A :class:`Graph` wraps the output node (which must have width
-``d``) and serializes as a topologically ordered list whose children are indices,
-in the style of egg's ``RecExpr``.
+module is built. A :class:`~mlpgraph.graph.Graph` (:mod:`mlpgraph.graph`) wraps the
+output node.
 
-The graph toolkit every other module uses: :func:`skip_narrow`, :func:`rebuild`,
+The toolkit every other module uses: :func:`skip_narrow`, :func:`rebuild`,
 :func:`toposort`, :func:`ancestors`, :func:`describe` and :func:`node_arg`; heights
-are cached on the nodes. The RecExpr writer and row reader are in :mod:`mlpgraph.recexpr`.
+are cached on the nodes.
 """
 
 from __future__ import annotations
@@ -28,8 +27,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from functools import cached_property
-from typing import Any
+from typing import Protocol
 
 from .errors import GraphTypeError
 from .primitives import Primitive, get_primitive
@@ -122,8 +120,8 @@ def node_arg(n: Node) -> str | float | None:
     return n.value if n.op is Op.CONST else n.name if n.op in (Op.PRIM, Op.LINEAR) else None
 
 
-# Nodes are built by setting their slots directly: a frozen dataclass's __init__ goes
-# through object.__setattr__ for each field, measured 1.5x slower than this.
+# Nodes are built by setting their slots directly, not through the frozen dataclass's
+# __init__ (docs/decisions.md, mlpgraph: "Nodes are built slot by slot").
 _new = object.__new__
 (_set_op, _set_width, _set_src, _set_prim, _set_name, _set_value, _set_height,
  _set_ref_height, _set_digest, set_rewritten) = (getattr(Node, f.name).__set__
@@ -317,7 +315,14 @@ def _post_order(n: Node, seen: set[Node], order: list[Node]) -> None:
     order.append(n)
 
 
-def ancestors(graph: Graph, target: Node) -> list[Node]:
+class HasNodes(Protocol):
+    """Anything with topologically ordered ``nodes`` (a :class:`~mlpgraph.graph.Graph`)."""
+
+    @property
+    def nodes(self) -> Sequence[Node]: ...
+
+
+def ancestors(graph: HasNodes, target: Node) -> list[Node]:
     """The nodes of ``graph`` that have ``target`` below them (not ``target``), in graph order."""
     reach = {target}
     out = []
@@ -341,103 +346,3 @@ def describe(node: Node, limit: int = 60) -> str:
     text = go(node)
     go = None  # break the recursive closure's reference cycle now  # noqa: F841
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ------------------------------------------------------------------- graph
-@dataclass(frozen=True, eq=False)
-class Graph:
-    """An MLP candidate: a DAG whose output node has the model width ``d``."""
-
-    root: Node
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.root, Node):
-            raise TypeError(f"Graph needs a Node, got {type(self.root).__name__}")
-        if self.root.width is not Width.D:
-            raise GraphTypeError(
-                f"the output {describe(self.root)} has width {self.root.width.value!r}, but an "
-                "MLP must map d -> d; end the expression with a linear layer to d (e.g. W2(...))"
-            )
-        _ = self.linears  # type-checks shared weights
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Graph) and other.root is self.root
-
-    def __hash__(self) -> int:
-        return hash(self.root.digest)
-
-    def __str__(self) -> str:
-        from .printer import format_graph
-
-        return format_graph(self)
-
-    def __repr__(self) -> str:
-        return f"Graph({str(self)!r})"
-
-    @cached_property
-    def nodes(self) -> list[Node]:
-        """All nodes, topologically ordered (children first, root last)."""
-        return toposort(self.root)
-
-    @cached_property
-    def linears(self) -> dict[str, tuple[Width, Width]]:
-        """Linear layer name -> (input width, output width), in first-use order."""
-        out: dict[str, tuple[Width, Width]] = {}
-        for n in self.nodes:
-            if n.op is Op.LINEAR:
-                io = (n.src[0].width, n.width)
-                was = out.setdefault(n.name, io)
-                if was != io:
-                    raise GraphTypeError(
-                        f"linear {n.name} is used as {was[0].value}->{was[1].value} and as "
-                        f"{io[0].value}->{io[1].value} at {describe(n)}; the same name means "
-                        "the same weights, so give the second use another name"
-                    )
-        return out
-
-    @property
-    def height(self) -> int:
-        """Edges on the longest path from the output to a leaf."""
-        return self.root.height
-
-    @property
-    def ref_height(self) -> int:
-        """:attr:`height` with ``narrow`` nodes not counted (as the reference counts it)."""
-        return self.root.ref_height
-
-    @property
-    def size(self) -> int:
-        return len(self.nodes)
-
-    def uses(self) -> dict[Node, int]:
-        """How many parents each node has inside this graph."""
-        count: dict[Node, int] = {n: 0 for n in self.nodes}
-        for n in self.nodes:
-            for s in n.src:
-                count[s] += 1
-        return count
-
-    # ------------------------------------ RecExpr serialization (see mlpgraph.recexpr)
-    def to_list(self) -> list[list[Any]]:
-        """``[[op, arg, width, [child indices]], ...]`` topologically ordered, root last."""
-        from .recexpr import to_list
-
-        return to_list(self)
-
-    def to_json(self) -> str:
-        """``{"format": "mlpgraph.recexpr/1", "nodes": self.to_list()}`` as compact JSON."""
-        from .recexpr import to_json
-
-        return to_json(self)
-
-    @classmethod
-    def from_list(cls, rows: list[list[Any]]) -> Graph:
-        from .recexpr import from_list
-
-        return from_list(rows)
-
-    @classmethod
-    def from_json(cls, text: str) -> Graph:
-        from .recexpr import from_json
-
-        return from_json(text)

@@ -18,8 +18,9 @@ import numpy as np
 import sympy
 import torch
 
+from .graph import Graph
 from .interp import evaluate
-from .ir import Graph, Node, Op, toposort
+from .ir import Node, Op, toposort
 from .recexpr import write_recexpr
 from .simplify import simplify
 

@@ -8,7 +8,7 @@ crossings kept); boxes are placed by isotonic regression (PAVA) toward the mean 
 their neighbours. An edge label becomes a dummy box of the label's size halfway
 along its edge (rows are doubled so that every edge has a middle row), so labels
 take room like nodes. Edges with a ``port`` arrive side by side in port order.
-Why this is hand-written rather than a library: see :mod:`mlpgraph.drawing`.
+Why this is hand-written rather than a library: docs/decisions.md (mlpgraph).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from torch import nn
 from .codegen import inner_width
 from .cost import linear_shapes
 from .errors import WidthError
-from .ir import Graph
+from .graph import Graph
 
 __all__ = ["BorrowedLinear", "ExportedMLP", "MLPFunction", "MLPModule", "OwnedLinear", "Slot",
            "as_weight_pair", "inherit_weights", "require_weights"]

@@ -6,7 +6,8 @@ Stage 2's six expressions with stage 3's stacks and inner widths, at the paper's
 
 from __future__ import annotations
 
-STANDARD_FFN = "W2(gelu(W1(x)))"
+from .layer import STANDARD_FFN
+
 PAPER_D_MODEL = 540
 #: (layer, expression, stacks, inner width at d_model 540)
 PAPER_LAYERS: tuple[tuple[str, str, int, int], ...] = (
@@ -18,3 +19,5 @@ PAPER_LAYERS: tuple[tuple[str, str, int, int], ...] = (
     ("L6", "leaky_relu(W2(gelu(W1(x))))", 2, 180),
 )
 PAPER_EXPRESSIONS: tuple[str, ...] = tuple(e for _, e, _, _ in PAPER_LAYERS)
+
+__all__ = ["PAPER_D_MODEL", "PAPER_EXPRESSIONS", "PAPER_LAYERS", "STANDARD_FFN"]

@@ -1,4 +1,4 @@
-"""Text syntax -> :class:`~mlpgraph.ir.Graph`. A hand-written recursive-descent parser (no eval).
+"""Text syntax -> :class:`~mlpgraph.graph.Graph`. A hand-written recursive-descent parser (no eval).
 
 Grammar (``x`` is the input; ``W...`` names a linear layer; other names are primitives)::
 
@@ -24,7 +24,8 @@ import string
 
 from . import ir
 from .errors import GraphTypeError, ParseError, PrimitiveError
-from .ir import Graph, Node, Width
+from .graph import Graph
+from .ir import Node, Width
 from .primitives import REGISTRY
 
 _TOKEN = re.compile(

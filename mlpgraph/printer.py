@@ -1,9 +1,10 @@
-"""Graph -> text. The output parses back to the very same graph (hash-consed identity)."""
+"""Node -> text. The output parses back to the very same node (hash-consed identity);
+:func:`mlpgraph.graph.format_graph` prints a whole graph with it."""
 
 from __future__ import annotations
 
 from . import ir
-from .ir import Graph, Node, Op, Width
+from .ir import Node, Op, Width
 
 _INFIX = {"add": ("+", 1), "sub": ("-", 1), "mul": ("*", 2)}
 
@@ -55,7 +56,3 @@ def format_node(node: Node, *, explicit: bool = False, infix: bool = True) -> st
     finally:  # break the recursive closures' reference cycle (no wait for the collector)
         go = _prim = None  # noqa: F841
 
-
-def format_graph(graph: Graph, *, explicit: bool = False, infix: bool = True) -> str:
-    """Text for a graph, e.g. ``W2(relu(W1(x) * x))``; see :func:`format_node`."""
-    return format_node(graph.root, explicit=explicit, infix=infix)

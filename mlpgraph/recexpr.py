@@ -1,10 +1,11 @@
-"""Graphs as egg's RecExpr: a topologically ordered list of rows whose children are indices.
+"""Node lists as egg's RecExpr: topologically ordered rows whose children are indices.
 
 One writer (:func:`write_recexpr`, used by the JSON form below and by
 ``keys.recexpr_key``) and one row reader (:func:`node_from_row`, used by
-:func:`from_list` and ``viz.from_networkx``). The JSON form, format
+:func:`root_from_rows` and ``viz.from_networkx``). The JSON form, format
 ``mlpgraph.recexpr/1``, is ``{"format": ..., "nodes": [[op, arg, width, [child indices]],
-...]}`` with the root last; ``arg`` is :func:`~mlpgraph.ir.node_arg`.
+...]}`` with the root last; ``arg`` is :func:`~mlpgraph.ir.node_arg`. This module knows
+nodes only: :class:`~mlpgraph.graph.Graph`'s ``to_list``/``from_json``/... call it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .errors import MLPGraphError, SerializationError, loads_json
-from .ir import Graph, Node, Op, Width, apply, const, input_node, linear, narrow, node_arg
+from .ir import Node, Op, Width, apply, const, input_node, linear, narrow, node_arg
 
 FORMAT = "mlpgraph.recexpr/1"
 T = TypeVar("T")
@@ -76,17 +77,20 @@ def _json_row(n: Node, kids: list[int]) -> list[Any]:
     return [n.op.value, node_arg(n), n.width.value, kids]
 
 
-def to_list(graph: Graph) -> list[list[Any]]:
-    """``[[op, arg, width, [child indices]], ...]`` topologically ordered, root last."""
-    return write_recexpr(graph.nodes, _json_row)
+def json_rows(nodes: Sequence[Node]) -> list[list[Any]]:
+    """``[[op, arg, width, [child indices]], ...]`` for topologically ordered ``nodes``."""
+    return write_recexpr(nodes, _json_row)
 
 
-def to_json(graph: Graph) -> str:
-    return json.dumps({"format": FORMAT, "nodes": to_list(graph)}, separators=(",", ":"))
+def dumps(rows: list[list[Any]]) -> str:
+    """``{"format": "mlpgraph.recexpr/1", "nodes": rows}`` as compact JSON."""
+    return json.dumps({"format": FORMAT, "nodes": rows}, separators=(",", ":"))
 
 
-def from_list(rows: list[list[Any]]) -> Graph:
-    """The graph of the last row; unreachable rows are dropped (dead-node removal)."""
+def root_from_rows(rows: list[list[Any]]) -> Node:
+    """The node of the last row (unreachable rows are dropped: dead-node removal)."""
+    if not isinstance(rows, list):
+        raise SerializationError(f"expected a list of node rows, got {type(rows).__name__}")
     built: list[Node] = []
     for i, row in enumerate(rows):
         try:
@@ -99,16 +103,16 @@ def from_list(rows: list[list[Any]]) -> Graph:
         built.append(node_from_row(op, arg, width, src, f"node {i}"))
     if not built:
         raise SerializationError("an empty node list is not a graph")
-    return Graph(built[-1])
+    return built[-1]
 
 
-def from_json(text: str) -> Graph:
-    """A graph from :func:`to_json` text (or from a bare JSON list of rows)."""
+def rows_from_json(text: str) -> list[Any]:
+    """The rows of :func:`dumps` text (or of a bare JSON list of rows)."""
     data = loads_json(text, lambda why: SerializationError(f"not JSON: {why}"))
     rows = data.get("nodes") if isinstance(data, dict) else data
     if not isinstance(rows, list):
         raise SerializationError("expected {'format': ..., 'nodes': [...]} or a list")
-    return from_list(rows)
+    return rows
 
 
 def _check_index(j: Any, i: int) -> bool:

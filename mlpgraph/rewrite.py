@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import MLPGraphError
-from .ir import Graph, Node, Op, rebuild, set_rewritten
+from .graph import Graph
+from .ir import Node, Op, rebuild, set_rewritten
 from .primitives import REGISTRY, Primitive
 
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import torch
 
 from . import ir
-from .ir import Graph, Node, Op, Width
+from .graph import Graph
+from .ir import Node, Op, Width
 from .rewrite import Pat, Rule, RuleList, graph_rewrite, var
 
 _OP_ORDER = {Op.INPUT: 0, Op.CONST: 1, Op.LINEAR: 2, Op.NARROW: 3, Op.PRIM: 4}

@@ -20,7 +20,9 @@ from fractions import Fraction
 
 from .builtins import PAPER_BINARY, PAPER_UNARY
 from .errors import SpaceError
-from .ir import Graph, Node, Op, ancestors, skip_narrow
+from .graph import Graph
+from .ir import Node, Op, ancestors, skip_narrow
+from .layer import STANDARD_FFN
 from .primitives import get_primitive
 
 # ------------------------------------------------------------ validity rules
@@ -115,7 +117,7 @@ class Space:
     stacks: tuple[int, ...] = (1, 2, 3, 4)
     ratios: tuple[Fraction, ...] = (Fraction(1), Fraction(1, 2), Fraction(1, 3), Fraction(1, 4))
     rules: tuple[str, ...] = tuple(SPACE_RULES)
-    seed_expressions: tuple[str, ...] = ("W2(gelu(W1(x)))",)
+    seed_expressions: tuple[str, ...] = (STANDARD_FFN,)
     doc: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -200,7 +202,7 @@ WIDE_SPACE = Space(
     binary=(*PAPER_BINARY, "sub", "min"),
     linear_sets=(("W1", "W2"), ("W1", "W2", "W3")),
     max_height=8,
-    seed_expressions=("W2(gelu(W1(x)))", "W3(swish(W1(x)) * W2(x))", "W3(gelu(W1(x)) * W2(x))",
+    seed_expressions=(STANDARD_FFN, "W3(swish(W1(x)) * W2(x))", "W3(gelu(W1(x)) * W2(x))",
                       "W2(squared_relu(W1(x)))"),
     doc="The paper's space plus GLU-family MLPs (three linears), squared ReLU, exact GELU, "
         "softplus, sub and min.",

@@ -24,7 +24,8 @@ import networkx as nx
 from . import ir
 from .drawing import DagEdge, DagNode, DagPanel, dag_to_dot, draw_dag
 from .errors import MLPGraphError, SerializationError
-from .ir import Graph, Node, Op, Width
+from .graph import Graph
+from .ir import Node, Op, Width
 from .recexpr import node_from_row
 
 Graphs = Graph | Sequence[Graph | tuple[str, Graph]]

@@ -6,10 +6,10 @@ up, latency down, params down).
   from a fixed non-MLP number plus ``mlpgraph.count_params`` per layer and stack (with
   each stack's LayerNorm, ``2 * hidden``).
 - :class:`LatencyMeter` times a candidate's MLP stack (every layer, every stack,
-  ``h = LayerNorm(h + f(h))``) compiled on this machine, as the median of ``repeats``
-  forward runs on a fixed ``[tokens, hidden]`` input with ``threads`` torch threads (1 by
-  default: CPU threads shared with workers make timings noisy). Layers are cached by
-  canonical key.
+  ``h = LayerNorm(h + f(h))``) compiled with ``backend`` (the pipeline's) on this machine,
+  as the median of ``repeats`` forward runs on a fixed ``[tokens, hidden]`` input with
+  ``threads`` torch threads (1 by default: CPU threads shared with workers make timings
+  noisy). Layers are cached by canonical key.
   Measured time depends on the machine and its load, so a run with a latency budget is
   reproducible only through its journal (measurements are journaled and reused on resume);
   ``proxy="flops"`` uses a deterministic FLOP count instead.
@@ -24,13 +24,15 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import mlpgraph
+from mlpgraph import MLPLayer
+from mlpgraph.layer import graph_key
 
-from .candidate import Candidate, LayerGene, graph_key, seed_candidates
+from .candidate import Candidate, seed_candidates
 from .config import ConstraintSpec, resolve_space
+from .errors import SearchConfigError
 
 if TYPE_CHECKING:
     from .run_config import Pipeline
-from .errors import SearchConfigError
 
 T = TypeVar("T")
 
@@ -48,17 +50,14 @@ class ParamCounter:
     @classmethod
     def from_student_config(cls, config: Any) -> ParamCounter:
         """From a ``distill.config.StudentConfig`` or the name/path of one."""
-        from distill.config import StudentConfig, load_config
-        from distill.student import count_parameters
+        from distill import StudentConfig, count_parameters, load_config
 
         cfg = config if isinstance(config, StudentConfig) else load_config(config)
         parts = count_parameters(cfg)
         return cls(cfg.hidden, parts["total"] - parts["mlp"])
 
-    def layer(self, gene: LayerGene) -> int:
-        h = self.hidden
-        per_stack = mlpgraph.count_params(gene.graph, d_model=h, d_inner=gene.d_inner(h))
-        return gene.stacks * (per_stack + 2 * h)
+    def layer(self, gene: MLPLayer) -> int:
+        return gene.params(self.hidden)
 
     def __call__(self, cand: Candidate) -> int:
         return self.non_mlp + sum(self.layer(g) for g in cand.layers)
@@ -96,11 +95,11 @@ class LatencyMeter:
         self.on_measure = on_measure
         self.measured = 0  # cache misses
 
-    def key(self, gene: LayerGene) -> str:
+    def key(self, gene: MLPLayer) -> str:
         return (f"{self.proxy}|{graph_key(gene.graph)}|s{gene.stacks}|k{gene.d_inner(self.hidden)}"
                 f"|h{self.hidden}|t{self.tokens}|{self.backend}|j{self.threads}")
 
-    def layer(self, gene: LayerGene) -> float:
+    def layer(self, gene: MLPLayer) -> float:
         key = self.key(gene)
         hit = self.cache.get(key)
         if hit is None:
@@ -114,12 +113,12 @@ class LatencyMeter:
     def __call__(self, cand: Candidate) -> float:
         return sum(self.layer(g) for g in cand.layers)
 
-    def _flops(self, gene: LayerGene) -> float:
+    def _flops(self, gene: MLPLayer) -> float:
         k = gene.d_inner(self.hidden)
         one = mlpgraph.count_flops(gene.graph, d_model=self.hidden, d_inner=k, tokens=self.tokens)
         return gene.stacks * (one + 8 * self.hidden * self.tokens) / 1e6  # + LayerNorm/residual
 
-    def _measure(self, gene: LayerGene) -> float:
+    def _measure(self, gene: MLPLayer) -> float:
         import torch
 
         h, k = self.hidden, gene.d_inner(self.hidden)
@@ -198,9 +197,9 @@ class Constraints:
         meter = None
         if spec.latency_budget is not None:
             meter = LatencyMeter(params.hidden, tokens=spec.latency_tokens,
-                                 repeats=spec.latency_repeats, proxy=spec.latency_proxy,
-                                 threads=spec.latency_threads, cache=cache,
-                                 on_measure=on_measure)
+                                 repeats=spec.latency_repeats, backend=spec.latency_backend,
+                                 proxy=spec.latency_proxy, threads=spec.latency_threads,
+                                 cache=cache, on_measure=on_measure)
         window = None if spec.param_window is None else ParamWindow(*spec.param_window)
         return cls(params, window, meter, spec.latency_budget)
 
@@ -248,9 +247,10 @@ def derive_constraints(pipeline: Pipeline, student_config: Any
     proxy = pipeline.budget.latency or "flops"
     latency = None
     if pipeline.budget.latency is not None:
-        meter = LatencyMeter(counter.hidden, proxy=proxy)
+        meter = LatencyMeter(counter.hidden, backend=pipeline.backend, proxy=proxy)
         latency = pipeline.budget.latency_factor * max(meter(c) for c in seeds)
     spec = ConstraintSpec(student_config=None, hidden=counter.hidden,
                           non_mlp_params=counter.non_mlp, param_window=(min(sizes), max(sizes)),
-                          latency_budget=latency, latency_proxy=proxy)
+                          latency_budget=latency, latency_proxy=proxy,
+                          latency_backend=pipeline.backend)
     return spec, [f"{c.layers[0].stacks}x{c.layers[0].ratio}" for c in seeds]

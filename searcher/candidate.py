@@ -13,87 +13,18 @@ import hashlib
 import json
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from functools import cached_property, lru_cache
+from functools import cached_property
 from typing import Any
 
-import mlpgraph
-from mlpgraph import Graph, Space
+from mlpgraph import Graph, LayerError, MLPLayer, Space
 from mlpgraph.errors import loads_json
 
 from .errors import CandidateError
-from .spec import CandidateSpec, LayerChoice
+from .spec import CandidateSpec
 
 FORMAT = "efficientbert.candidate/1"
-__all__ = ["FORMAT", "Candidate", "CandidateSpec", "LayerChoice", "LayerGene", "Lineage",
-           "MutationRecord", "graph_key", "graph_text", "parse_ratio", "seed_candidates",
-           "uniform_candidate"]
-
-
-@lru_cache(maxsize=8192)
-def graph_key(graph: Graph) -> str:
-    """``mlpgraph.canonical_key`` of a graph, memoized (graphs are hash-consed)."""
-    return mlpgraph.canonical_key(graph)
-
-
-@lru_cache(maxsize=8192)
-def graph_text(graph: Graph) -> str:
-    """The graph as expression text (parses back to the same graph)."""
-    return mlpgraph.format(graph)
-
-
-def parse_ratio(value: Any) -> Fraction:
-    """A width ratio from ``Fraction``, ``"1/2"``, ``0.5`` or ``1``."""
-    try:
-        r = value if isinstance(value, Fraction) else Fraction(str(value)).limit_denominator(64)
-    except (ValueError, ZeroDivisionError):
-        raise CandidateError(f"ratio {value!r} is not a number; write it as '1/2' or 0.5") from None
-    if r <= 0:
-        raise CandidateError(f"ratio {value!r} must be positive")
-    return r
-
-
-# ----------------------------------------------------------------------- genes
-@dataclass(frozen=True)
-class LayerGene:
-    """One layer's MLP choice: ``graph`` applied ``stacks`` times at inner width
-    ``ratio * hidden``."""
-
-    graph: Graph
-    stacks: int
-    ratio: Fraction
-
-    @property
-    def expr(self) -> str:
-        return graph_text(self.graph)
-
-    @property
-    def key(self) -> str:
-        """Canonical key of the expression plus ``s`` and ratio."""
-        return f"{graph_key(self.graph)}#s{self.stacks}#r{self.ratio}"
-
-    def d_inner(self, hidden: int) -> int:
-        """The inner width ``k`` at model width ``hidden`` (at least 1)."""
-        return max(1, int(self.ratio * hidden))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"expr": self.expr, "stacks": self.stacks, "ratio": str(self.ratio),
-                "graph": self.graph.to_list()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "layer") -> LayerGene:
-        if not isinstance(data, dict) or "stacks" not in data or "ratio" not in data or \
-                not ("graph" in data or "expr" in data):
-            raise CandidateError(f"{where}: expected {{expr or graph, stacks, ratio}}, "
-                                 f"got {data!r}")
-        try:
-            graph = Graph.from_list(data["graph"]) if "graph" in data else \
-                mlpgraph.parse(data["expr"])
-        except mlpgraph.MLPGraphError as e:
-            raise CandidateError(f"{where}: the expression does not load: {e}") from None
-        stacks = data["stacks"]
-        if isinstance(stacks, bool) or not isinstance(stacks, int) or stacks < 1:
-            raise CandidateError(f"{where}: stacks={stacks!r} must be a positive integer")
-        return cls(graph, stacks, parse_ratio(data["ratio"]))
+__all__ = ["FORMAT", "Candidate", "CandidateSpec", "Lineage", "MutationRecord",
+           "seed_candidates", "uniform_candidate"]
 
 
 @dataclass(frozen=True)
@@ -132,9 +63,10 @@ class Lineage:
 # ------------------------------------------------------------------ candidate
 @dataclass(frozen=True)
 class Candidate:
-    """One point of the search: a :class:`LayerGene` per Transformer layer, plus lineage."""
+    """One point of the search: an :class:`mlpgraph.MLPLayer` per Transformer layer (its
+    gene: expression, ``s``, ratio), plus lineage."""
 
-    layers: tuple[LayerGene, ...]
+    layers: tuple[MLPLayer, ...]
     lineage: Lineage = Lineage()
 
     def __post_init__(self) -> None:
@@ -151,7 +83,7 @@ class Candidate:
     def num_layers(self) -> int:
         return len(self.layers)
 
-    def with_layer(self, index: int, gene: LayerGene) -> Candidate:
+    def with_layer(self, index: int, gene: MLPLayer) -> Candidate:
         layers = list(self.layers)
         layers[index] = gene
         return Candidate(tuple(layers), self.lineage)
@@ -161,8 +93,7 @@ class Candidate:
 
     def spec(self, hidden: int) -> CandidateSpec:
         """The scorer's input at model width ``hidden``."""
-        return CandidateSpec(self.id, hidden, tuple(
-            LayerChoice(g.graph, g.stacks, g.d_inner(hidden)) for g in self.layers))
+        return CandidateSpec(self.id, hidden, self.layers)
 
     def violations(self, space: Space) -> list[str]:
         """Every way this candidate is outside ``space`` (``"layer 2: ..."`` strings)."""
@@ -186,7 +117,7 @@ class Candidate:
 
     def describe(self) -> str:
         """One line: ``expr @ s x ratio`` per layer."""
-        return " | ".join(f"{g.expr} @ {g.stacks}x{g.ratio}" for g in self.layers)
+        return " | ".join(g.describe() for g in self.layers)
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:
@@ -201,8 +132,11 @@ class Candidate:
         if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
             raise CandidateError("expected a candidate object with a 'layers' list, got "
                                  f"{type(data).__name__}")
-        layers = tuple(LayerGene.from_dict(d, f"layer {i + 1}")
-                       for i, d in enumerate(data["layers"]))
+        try:
+            layers = tuple(MLPLayer.from_dict(d, f"layer {i + 1}")
+                           for i, d in enumerate(data["layers"]))
+        except LayerError as e:
+            raise CandidateError(str(e)) from None
         cand = cls(layers, Lineage.from_dict(data.get("lineage") or {}))
         if "id" in data and data["id"] != cand.id:
             raise CandidateError(f"stored id {data['id']} does not match the layers (id "
@@ -219,8 +153,7 @@ class Candidate:
 def uniform_candidate(expr: str | Graph, stacks: int, ratio: Fraction | str,
                       num_layers: int, lineage: Lineage | None = None) -> Candidate:
     """The same ``(expr, s, ratio)`` in every layer (the paper's seeds)."""
-    graph = mlpgraph.parse(expr) if isinstance(expr, str) else expr
-    gene = LayerGene(graph, stacks, parse_ratio(ratio))
+    gene = MLPLayer.of(expr, stacks, ratio)
     return Candidate((gene,) * num_layers, lineage or Lineage())
 
 

@@ -57,12 +57,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _expected() -> tuple[type[BaseException], ...]:
     """The errors the project raises on purpose (their message is the whole story)."""
-    from distill.errors import EfficientBertError
+    from distill import DistillError
     from mlpgraph.errors import MLPGraphError
 
     from .errors import SearchError
 
-    return (EfficientBertError, SearchError, MLPGraphError, OSError)
+    return (DistillError, SearchError, MLPGraphError, OSError)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 :func:`register` adds the subcommands to the top-level parser (``searcher/cli.py``)::
 
-    efficientbert run --preset quick --out runs/q0
+    efficientbert run --preset quick --out runs/q0 --set stages[0].controller.evaluations=30
     efficientbert report runs/q0
     efficientbert config --schema
 """
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mlpgraph.cli_common import EXIT_CODES_HELP, Parents, positive_int
 
+from .config_base import setting_value
 from .errors import SearchError
 
 STAGE_CHOICES = (1, 2, 3)
@@ -82,35 +82,56 @@ class SearchProgress:
         self.bar.close()
 
 
+# ----------------------------------------------------------------------- settings
+#: flags that set one pipeline field each (``--workers 4`` is ``--set executor.workers=4``):
+#: flag -> (path, argparse type); None: the flag is one of the shared runtime flags
+FLAG_PATHS: dict[str, tuple[str, Callable[[str], Any] | None]] = {
+    "--seed": ("seed", int),
+    "--threads": ("threads", None),
+    "--device": ("device", None),
+    "--task": ("task", str),
+    "--space": ("space", setting_value),
+    "--final-seeds": ("final.seeds", positive_int),
+    "--executor": ("executor.kind", str),
+    "--workers": ("executor.workers", positive_int),
+    "--address": ("executor.address", str),
+}
+
+
+def _dest(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def pipeline_of(args: argparse.Namespace) -> Any:
+    """The pipeline ``run`` arguments describe: the preset or ``--pipeline`` file, then the
+    flags of :data:`FLAG_PATHS`, the data-file flags, ``--plugins`` and each ``--set``, in
+    that order, validated once."""
+    from distill import cli as distill_cli
+
+    from .config_base import parse_setting, with_settings
+    from .plugins import load_plugins
+    from .run_config import load_pipeline
+
+    load_plugins(args.plugins)  # first: the pipeline file may name what they declare
+    pipeline = load_pipeline(args.preset, args.pipeline)
+    settings = [(path, getattr(args, _dest(flag))) for flag, (path, _) in FLAG_PATHS.items()
+                if getattr(args, _dest(flag), None) is not None]
+    files = distill_cli.data_files_from_args(args)
+    if files is not None:
+        settings.append(("data", files.to_dict()))
+    if args.plugins:
+        settings.append(("plugins", list(dict.fromkeys([*pipeline.plugins, *args.plugins]))))
+    settings += [parse_setting(text) for text in args.set]
+    return with_settings(pipeline, settings)
+
+
 # ----------------------------------------------------------------------- handlers
 def cmd_run(args: argparse.Namespace) -> int:
-    from distill.cli import data_files_from_args
-
     from .candidate import Candidate
-    from .config import ExecutorSpec
     from .run import run_pipeline
-    from .run_config import load_pipeline
     from .summary import print_summary
 
-    pipeline = load_pipeline(args.preset, args.pipeline)
-    changes: dict[str, Any] = {k: v for k, v in (("seed", args.seed), ("threads", args.threads),
-                                                 ("device", args.device), ("task", args.task))
-                               if v is not None}
-    files = data_files_from_args(args)
-    if files is not None:
-        changes["data"] = files.to_dict()
-    if args.primitives:
-        changes["primitives"] = tuple(args.primitives)
-    if args.final_seeds is not None:
-        changes["final"] = pipeline.final.but(seeds=args.final_seeds)
-    if args.space:
-        changes["space"] = json.loads(args.space) if args.space.startswith("{") else args.space
-    ex = {k: v for k, v in (("kind", args.executor), ("workers", args.workers),
-                            ("address", args.address)) if v is not None}
-    if ex:
-        changes["executor"] = ExecutorSpec.load({**pipeline.executor.dump(), **ex}, "executor")
-    if changes:
-        pipeline = pipeline.but(**changes)
+    pipeline = pipeline_of(args)
     base = None
     if args.base:
         base = Candidate.from_json(Path(args.base).read_text(encoding="utf-8"))
@@ -139,40 +160,94 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_config(args: argparse.Namespace) -> int:
-    from .run_config import load_pipeline, pipeline_schema
+def _pipeline_schema() -> dict:
+    from .run_config import pipeline_schema
 
+    return pipeline_schema()
+
+
+def _results_schema() -> dict:
+    from .results import results_schema
+
+    return results_schema()
+
+
+def _student_schema() -> dict:
+    from distill import student_schema
+
+    return student_schema()
+
+
+#: what ``config --schema WHAT`` prints
+SCHEMAS = {"pipeline": _pipeline_schema, "results": _results_schema, "student": _student_schema}
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config_base import field_rows
+    from .plugins import load_plugins
+    from .run_config import load_pipeline
+
+    load_plugins(args.plugins)  # their kinds and names join the schema's choices
     if args.schema:
-        print(json.dumps(pipeline_schema(), indent=2))
+        print(json.dumps(SCHEMAS[args.schema](), indent=2))
+    elif args.fields:
+        for path, value, what in field_rows(load_pipeline(args.preset)):
+            print(f"{path}={json.dumps(value, default=str)}\n    {what}")
     else:
         print(load_pipeline(args.preset).to_json(), end="")
     return 0
 
 
+PLUGINS_HELP = ("import user code, a FILE.py or a MODULE (repeatable), in this process and in "
+                "every worker process before anything else; it may declare primitives, "
+                "mutations, controllers, executors, tasks, metrics and compile backends, which "
+                "the pipeline may then name. A plugin is code and runs with your permissions, "
+                "by design: pass only code you trust. (--primitives: the old name)")
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of :data:`FLAG_PATHS` (help from the field's description) and ``--set``."""
+    from .config_base import field_description
+    from .run_config import Pipeline
+
+    g = p.add_argument_group("pipeline settings", "each flag sets one field of the pipeline, "
+                             "after the preset or --pipeline file")
+    for flag, (path, kind) in FLAG_PATHS.items():
+        if kind is not None:
+            g.add_argument(flag, type=kind, default=None, metavar=path.rsplit(".", 1)[-1].upper(),
+                           help=f"sets {path}: {field_description(Pipeline, path)}")
+    g.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="set any pipeline field (repeatable, applied after the flags above); "
+                   "VALUE is parsed as JSON, else taken as text, e.g. --set "
+                   "stages[0].controller.evaluations=30 --set score.tie_break=null. "
+                   "`efficientbert config --fields` lists every PATH")
+    g.add_argument("--plugins", "--primitives", action="append", default=[],
+                   metavar="FILE.py|MODULE", help=PLUGINS_HELP)
+
+
 def register(subparsers: Any, parents: Parents) -> None:
     """Add ``run``, ``report`` and ``config`` to an ``add_subparsers()`` object."""
-    from distill.cli import DATA_FLAGS
+    from distill import cli as distill_cli
 
     p = subparsers.add_parser(
-        "run", parents=[parents.runtime, parents.quiet, DATA_FLAGS],
+        "run", parents=[parents.runtime, parents.quiet, distill_cli.DATA_FLAGS],
         help="the whole job: teacher, warm-up, 3-stage search, winner vs standard FFN",
         description="Fetch/verify assets, fine-tune (or reuse) the teacher on the task, warm "
         "up the supernet, run the coarse-to-fine search, distill the winner and compare it "
         "with the standard FFN of the same size on the test split. Writes a run folder with "
         "the journals, configs, models, results.json and a report. Every setting lives in a "
         "pipeline file: `efficientbert config --preset quick` prints one to edit, "
-        "`efficientbert config --schema` its JSON schema.", epilog=EXIT_CODES_HELP)
+        "`efficientbert config --fields` every field, `efficientbert config --schema` its "
+        "JSON schema; --set changes one field. --plugins imports your own code (it runs, by "
+        "design).", epilog=EXIT_CODES_HELP)
     p.add_argument("--preset", default="quick", choices=sorted(PRESET_NAMES),
                    help="quick: ~15 min on 2 CPU cores; full: a real machine")
     p.add_argument("--pipeline", default=None, metavar="FILE",
                    help="a pipeline JSON file instead of the preset (see RUN_DIR/pipeline.json)")
     p.add_argument("-o", "--out", type=Path, default=None, metavar="DIR",
                    help="run folder (default: runs/<preset>-seed<seed>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--final-seeds", type=positive_int, default=None, metavar="N",
-                   help="paired seeds of the final comparison (overrides final.seeds; with "
-                   "--resume, a finished run trains only the new seeds)")
-    p.add_argument("--seed", type=int, default=None, help="overrides the pipeline's seed")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (with "
+                   "--final-seeds N, a finished run trains only the new seeds)")
     p.add_argument("--stages", type=parse_stages, default=[1, 2, 3], metavar="1,2,3",
                    help="stages to run; a later stage starts from the latest earlier winner "
                    "in the run folder (or --base, or the pipeline's default base)")
@@ -181,19 +256,7 @@ def register(subparsers: Any, parents: Parents) -> None:
     p.add_argument("--supernet", type=Path, default=None, metavar="DIR",
                    help="start from this warmed supernet (an earlier run's warmup/stage1, same "
                    "student) instead of warming one up")
-    p.add_argument("--executor", default=None, choices=("local", "ray", "inline"),
-                   help="where candidates are scored (inline: this process, for debugging)")
-    p.add_argument("--address", default=None, help="Ray cluster address (--executor ray)")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help="parallel scorers (default: the pipeline's)")
-    p.add_argument("--task", default=None,
-                   help="a task name (movie_binary, sst2, ...); with --train-file, a GLUE task "
-                   "whose schema the files follow")
-    p.add_argument("--primitives", action="append", default=[], metavar="FILE.py|MODULE",
-                   help="import user code declaring @mlpgraph.primitive (repeatable); add them "
-                   "to the space with --space '{\"base\": \"paper\", \"add\": [\"mish\"]}'")
-    p.add_argument("--space", default=None, help="a space name, a Space JSON file, or "
-                   "'{\"base\": \"paper\", \"add\": [NAMES]}'")
+    _add_setting_flags(p)
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("report", help="write RUN_DIR/report/index.html",
@@ -203,20 +266,19 @@ def register(subparsers: Any, parents: Parents) -> None:
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=cmd_report)
 
-    p = subparsers.add_parser("config", help="print a preset pipeline or the pipeline schema",
+    p = subparsers.add_parser("config", help="print a preset pipeline, its fields or the "
+                              "pipeline schema",
                               description="Print a preset's pipeline JSON (edit it and pass "
-                              "it to `run --pipeline`), or the JSON schema of pipeline files.",
+                              "it to `run --pipeline`), every field with its value and "
+                              "description (--fields), or the JSON schema of pipeline files.",
                               epilog=EXIT_CODES_HELP)
     p.add_argument("--preset", default="quick", choices=sorted(PRESET_NAMES))
-    p.add_argument("--schema", action="store_true", help="print the JSON schema instead")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--schema", nargs="?", const="pipeline", default=None,
+                      choices=sorted(SCHEMAS), help="print a JSON schema instead: of a "
+                      "pipeline file (the default), of results.json or of a student config")
+    what.add_argument("--fields", action="store_true", help="print every field's path "
+                      "(for run --set), value and description instead")
+    p.add_argument("--plugins", "--primitives", action="append", default=[],
+                   metavar="FILE.py|MODULE", help=PLUGINS_HELP)
     p.set_defaults(func=cmd_config)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from .cli import main as top
-
-    return top(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The configuration tree: every setting of a run, typed, commented and validated in one place.
+"""The configuration tree: every setting of a run, typed, described and validated in one place.
 
 ::
 
@@ -18,8 +18,11 @@
                                  base, constraints: ConstraintSpec) + the same ControllerSpec,
                                  FidelitySpec and ExecutorSpec a pipeline stage holds
 
-Models are pydantic v2 (unknown fields are errors, values are checked on construction); a bad
-value raises :class:`~searcher.errors.SearchConfigError` naming its path, e.g.
+Models are pydantic v2 (unknown fields are errors, values are checked on construction; every
+field carries its ``description``, shown by the schema and ``efficientbert config --fields``).
+Kinds and names are checked against their registries (controllers, executors, mutations,
+backends, metrics), so a plugin's declarations are valid values at once. A bad value raises
+:class:`~searcher.errors.SearchConfigError` naming its path, e.g.
 ``stages[0].controller.evaluations``. :func:`pipeline_schema` is the JSON schema of a pipeline
 file (``efficientbert config --schema``).
 """
@@ -30,111 +33,102 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveInt,
-    ValidationError,
     field_serializer,
+    field_validator,
     model_validator,
 )
 
 import mlpgraph
 import mlpgraph.space
-from mlpgraph import Space
+from mlpgraph import STANDARD_FFN, Space
 
 from .candidate import Candidate
-from .errors import CandidateError, SearchConfigError
-from .mutations import GENES, STAGE_GENES
+from .config_base import (
+    BackendName,
+    MetricName,
+    Model,
+    Probability,
+    config_error,
+    enum_of,
+    registered,
+)
+from .controller import CONTROLLERS
+from .errors import CandidateError
+from .mutations import DEFAULT_TABLE, GENES, STAGE_GENES
+from .workers import EXECUTORS
 
-STANDARD_FFN = "W2(gelu(W1(x)))"
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    out, after_index = "", False
-    for part in loc:
-        if isinstance(part, int):
-            if not after_index:  # an int right after an index is a union tag (stage number)
-                out += f"[{part}]"
-            after_index = not after_index
-            continue
-        after_index = False
-        out += ("." if out else "") + str(part)
-    return out
-
-
-def config_error(err: ValidationError, where: str = "", root: str = "config"
-                 ) -> SearchConfigError:
-    """The first problem of a pydantic error as a :class:`SearchConfigError` with its path
-    (``root`` names a problem of the whole object)."""
-    e = err.errors()[0]
-    field = _path(((where,) if where else ()) + tuple(e["loc"])) or root
-    msg = e["msg"].removeprefix("Value error, ")
-    leaf = "input" in e and e["type"] != "missing" and not isinstance(e["input"], dict)
-    return SearchConfigError(field, msg + (f" (got {e['input']!r:.80})" if leaf else ""))
-
-
-class Model(BaseModel):
-    """Base of every config model: unknown fields are errors. Constructing one from keyword
-    arguments raises pydantic's ``ValidationError`` (a ``ValueError``); :meth:`load` (files,
-    dicts) raises :class:`SearchConfigError` naming the path of the bad value."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    @classmethod
-    def load(cls, data: Any, where: str = "") -> Any:
-        """Validate a dict (e.g. parsed JSON) into this model; raise SearchConfigError."""
-        if isinstance(data, dict):
-            data = {k: v for k, v in data.items() if k not in ("format", "comment")}
-        try:
-            return cls.model_validate(data)
-        except ValidationError as e:
-            raise config_error(e, where, cls.__name__.lower()) from None
-
-    def dump(self) -> dict[str, Any]:
-        """A JSON-able dict (tuples become lists)."""
-        return self.model_dump(mode="json")
-
-    def but(self, **changes: Any) -> Any:
-        """A validated copy with some fields changed."""
-        return type(self).load({**self.dump(), **changes})
+Gene = Literal[GENES]  # type: ignore[valid-type]
 
 
 # ------------------------------------------------------------------ search pieces
 class ControllerSpec(Model):
     """The controller of one search and its budget."""
 
-    kind: Literal["evolution", "paper", "random"] = "evolution"
-    evaluations: PositiveInt = 24  # distinct candidates scored (duplicates are free)
-    proposals_per_step: PositiveInt = 2  # proposals per search step (>= workers keeps them
-    #                                      busy); results depend on it, not on workers
-    population: PositiveInt = 8  # evolution: population size (all islands together)
-    sample_size: PositiveInt = 3  # evolution: tournament size
-    islands: PositiveInt = 1  # evolution: islands (1 = none)
-    migration_interval: NonNegativeInt = 0  # evolution: children between migrations (0: never)
-    crossover_prob: Probability = 0.0  # evolution: chance a child comes from crossover
-    crossover: Literal["genes", "subtree"] = "genes"  # uniform per layer gene, or subtrees
-    max_mutations: PositiveInt = 3  # paper controller: 1..max_mutations mutations a proposal
-    mutation_weights: dict[str, float] = Field(default_factory=dict)  # name -> weight
+    kind: str = Field("evolution", description="the search algorithm, a kind declared with "
+                      "@controller: evolution (aging evolution), paper (the reference's "
+                      "mutations of the seeds), random (independent samples), or a plugin's",
+                      json_schema_extra=enum_of(CONTROLLERS))
+    evaluations: PositiveInt = Field(24, description="distinct candidates scored (duplicates "
+                                     "are free)")
+    proposals_per_step: PositiveInt = Field(2, description="proposals per search step (>= "
+                                            "workers keeps them busy); results depend on it, "
+                                            "not on workers")
+    population: PositiveInt = Field(8, description="evolution: population size (all islands "
+                                    "together)")
+    sample_size: PositiveInt = Field(3, description="evolution: tournament size")
+    islands: PositiveInt = Field(1, description="evolution: islands (1 = none)")
+    migration_interval: NonNegativeInt = Field(0, description="evolution: children between "
+                                               "ring migrations (0: never)")
+    crossover_prob: Probability = Field(0.0, description="evolution: chance a child comes "
+                                        "from crossover")
+    crossover: Literal["genes", "subtree"] = Field("genes", description="evolution: 'genes' "
+                                                   "(each layer gene from either parent) or "
+                                                   "'subtree' (graft a linear-free subtree)")
+    max_mutations: PositiveInt = Field(3, description="paper: 1..max_mutations mutations per "
+                                       "proposal")
+    mutation_weights: dict[str, float] = Field(
+        default_factory=dict, description="mutation name -> weight, replacing the weight it "
+        "was declared with (0 turns it off)")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, kind: str) -> str:
+        registered(CONTROLLERS, "controller")(kind)
+        unknown = [o for o in CONTROLLERS[kind].options if o not in cls.model_fields]
+        if unknown:
+            raise ValueError(f"controller {kind!r} takes option(s) {unknown} that "
+                             "ControllerSpec has no field for; a controller's keyword-only "
+                             f"options must be among {sorted(cls.model_fields)}")
+        return kind
+
+    @field_validator("mutation_weights")
+    @classmethod
+    def _weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(DEFAULT_TABLE.entries))
+        if unknown:
+            raise ValueError(f"unknown mutation(s) {unknown}; declared: "
+                             f"{', '.join(DEFAULT_TABLE.entries)}")
+        return weights
 
     def options(self) -> dict[str, Any]:
-        """The keyword arguments of this controller kind (``make_controller``)."""
-        names = {"evolution": ("population", "sample_size", "islands", "migration_interval",
-                               "crossover_prob", "crossover"),
-                 "paper": ("max_mutations",), "random": ()}[self.kind]
-        return {n: getattr(self, n) for n in names}
+        """The keyword arguments of this controller kind (``make_controller``): the fields
+        its declaration takes."""
+        return {n: getattr(self, n) for n in CONTROLLERS[self.kind].options}
 
 
 class Rung(Model):
     """One fidelity of scoring: ``steps`` KD steps, averaged over ``seeds`` seeds."""
 
-    steps: NonNegativeInt | None  # KD steps per candidate (0: score the inherited weights;
-    #                               None: the score budget's own)
-    keep: PositiveInt | None = None  # how many of the previous rung's best get this rung
-    #                                  (None: every candidate; the first rung's is None)
-    seeds: PositiveInt = 1  # scoring seeds per candidate; the rung ranks by their mean
+    steps: NonNegativeInt | None = Field(description="KD steps per candidate (0: score the "
+                                         "inherited weights; null: the score budget's own)")
+    keep: PositiveInt | None = Field(None, description="how many of the previous rung's best "
+                                     "get this rung (null: every candidate; the first rung's "
+                                     "is null)")
+    seeds: PositiveInt = Field(1, description="scoring seeds per candidate; the rung ranks by "
+                               "their mean")
 
 
 class FidelitySpec(Model):
@@ -145,9 +139,13 @@ class FidelitySpec(Model):
     ``kd_steps``. ``control``: also score the standard FFN of the same shape under the same
     seed ("all" rungs, "promoted" rungs only, or "none"), stored beside each candidate."""
 
-    rungs: tuple[Rung, ...] = ()
-    confirm_seeds: NonNegativeInt = 0
-    control: Literal["all", "promoted", "none"] = "none"
+    rungs: tuple[Rung, ...] = Field((), description="the fidelities, lowest first (empty: one "
+                                    "rung with the stage's kd_steps)")
+    confirm_seeds: NonNegativeInt = Field(0, description="fresh seeds the winner is re-scored "
+                                          "on (the number reported)")
+    control: Literal["all", "promoted", "none"] = Field(
+        "none", description="also score the standard FFN of each candidate's shape under the "
+        "same seed: at all rungs, at promoted rungs only, or none")
 
     @model_validator(mode="after")
     def _check(self) -> FidelitySpec:
@@ -166,27 +164,47 @@ class FidelitySpec(Model):
 class ExecutorSpec(Model):
     """Where scorer calls run."""
 
-    kind: Literal["local", "ray", "inline"] = "local"  # spawn processes, a Ray cluster, or
-    #                                                    this process (debugging)
-    workers: PositiveInt = 2  # parallel scorer calls (one torch thread each)
-    address: str | None = None  # Ray cluster address (None: start a local Ray)
-    timeout: Annotated[float, Field(gt=0)] | None = None  # seconds per call before it is killed
+    kind: str = Field("local", description="an executor declared with @executor: local "
+                      "(spawned processes), ray (a Ray cluster), inline (this process, for "
+                      "debugging), or a plugin's", json_schema_extra=enum_of(EXECUTORS))
+    workers: PositiveInt = Field(2, description="parallel scorer calls (one torch thread "
+                                 "each)")
+    address: str | None = Field(None, description="Ray cluster address (null: start a local "
+                                "Ray)")
+    timeout: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="seconds a scorer call may run before it is killed (null: no limit)")
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, kind: str) -> str:
+        return registered(EXECUTORS, "executor")(kind)
 
 
 class ConstraintSpec(Model):
     """The feasibility test of a search: a parameter window over the whole student and an
     optional latency budget over the MLP stacks."""
 
-    student_config: str | None = "efficientbert_paper"  # distill config (name or JSON path)
-    #                 whose embeddings, attention and head are counted; None: the two below
-    hidden: PositiveInt | None = None  # model width (required when student_config is None)
-    non_mlp_params: NonNegativeInt = 0  # parameters outside the MLPs (student_config None)
-    param_window: tuple[NonNegativeInt, NonNegativeInt] | None = (15_000_000, 16_000_000)
-    latency_budget: Annotated[float, Field(gt=0)] | None = None  # ms, or MFLOPs with "flops"
-    latency_proxy: Literal["measure", "flops"] = "measure"  # wall time here, or exact FLOPs
-    latency_tokens: PositiveInt = 512  # rows of the timed input
-    latency_repeats: PositiveInt = 9  # timed forward runs per layer (median)
-    latency_threads: PositiveInt = 1  # torch threads while timing
+    student_config: str | None = Field(
+        "efficientbert_paper", description="distill student config (name or JSON path) whose "
+        "embeddings, attention and head are counted; null: hidden and non_mlp_params")
+    hidden: PositiveInt | None = Field(None, description="model width (required when "
+                                       "student_config is null)")
+    non_mlp_params: NonNegativeInt = Field(0, description="parameters outside the MLPs (when "
+                                           "student_config is null)")
+    param_window: tuple[NonNegativeInt, NonNegativeInt] | None = Field(
+        (15_000_000, 16_000_000), description="allowed total parameters (low, high), "
+        "inclusive; null: no window")
+    latency_budget: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="the MLP stacks' latency limit: ms, or MFLOPs with latency_proxy "
+        "'flops' (null: none)")
+    latency_proxy: Literal["measure", "flops"] = Field(
+        "measure", description="'measure': wall time on this machine; 'flops': exact FLOPs")
+    latency_tokens: PositiveInt = Field(512, description="rows of the timed input")
+    latency_repeats: PositiveInt = Field(9, description="timed forward runs per layer (their "
+                                         "median counts)")
+    latency_threads: PositiveInt = Field(1, description="torch threads while timing")
+    latency_backend: BackendName = Field("eager", description="the compile backend the "
+                                         "latency is measured with")
 
     @model_validator(mode="after")
     def _check(self) -> ConstraintSpec:
@@ -203,31 +221,45 @@ class SearchConfig(Model):
     RESUMABLE: ClassVar[frozenset[str]] = frozenset({
         "executor", "controller.evaluations", "top_k", "max_proposal_factor"})
 
-    space: str | dict[str, Any] = "paper"  # a name in mlpgraph.SPACES ("paper", "wide"), a
-    #   Space JSON file, or {"base": "paper", "add": ["mish"]} (with user primitives)
-    num_layers: PositiveInt = 6  # Transformer layers; one (expression, s, ratio) gene each
-    stage: Literal[1, 2, 3] = 1  # 1: expression, s and ratio; 2: expressions; 3: s and ratio
-    genes: tuple[Literal["expr", "stacks", "ratio"], ...] | None = None  # overrides `stage`
-    base: dict[str, Any] | str | None = None  # seed candidate (dict or JSON file); None: the
-    #                                           space's seeds (standard FFN at every s, ratio)
-    constraints: ConstraintSpec = ConstraintSpec()
-    controller: ControllerSpec = ControllerSpec(evaluations=100, proposals_per_step=4,
-                                                population=16, sample_size=4)
-    fidelity: FidelitySpec = FidelitySpec()
-    executor: ExecutorSpec = ExecutorSpec(workers=1)
-    primitives: dict[str, str] = Field(default_factory=dict)  # user primitive -> digest of
-    #   its definition: a resumed search refuses changed definitions
-    rank_by: str = "score"  # the scorer's metric the search ranks by (direction: see
-    #                         distill.result.LOWER_IS_BETTER)
-    tie_break: str | None = None  # a second metric that orders equal scores (then the id;
-    #                               never the proposal order)
-    seed: int = 0  # every random choice of the run derives from it
-    dedupe_fingerprint: bool = True  # also dedupe by functional fingerprint
-    fail_fast: bool = True  # stop when every evaluation of the first step fails
-    top_k: PositiveInt = 10  # best candidates listed in the result
-    max_proposal_factor: PositiveInt = 20  # stop after evaluations * factor proposals
-    score_budget: Any = None  # handed to the scorer (e.g. distill.score.ScoreBudget); its
-    #                           kd_steps and seed are set per rung and seed
+    space: str | dict[str, Any] = Field(
+        "paper", description='a name in mlpgraph.SPACES ("paper", "wide"), a Space JSON file, '
+        'or {"base": "paper", "add": ["mish"]} (with user primitives)')
+    num_layers: PositiveInt = Field(6, description="Transformer layers; one (expression, s, "
+                                    "ratio) gene each")
+    stage: Literal[1, 2, 3] = Field(1, description="1: expression, s and ratio; 2: "
+                                    "expressions; 3: s and ratio")
+    genes: tuple[Gene, ...] | None = Field(None, description="the genes that mutate "
+                                           "(overrides stage)")
+    base: dict[str, Any] | str | None = Field(
+        None, description="seed candidate (dict or JSON file); null: the space's seeds (the "
+        "standard FFN at every s, ratio)")
+    constraints: ConstraintSpec = Field(ConstraintSpec(), description="the parameter window "
+                                        "and latency budget")
+    controller: ControllerSpec = Field(
+        ControllerSpec(evaluations=100, proposals_per_step=4, population=16, sample_size=4),
+        description="the search algorithm and its budget")
+    fidelity: FidelitySpec = Field(FidelitySpec(), description="progressive hurdles (KD "
+                                   "steps per rung)")
+    executor: ExecutorSpec = Field(ExecutorSpec(workers=1), description="where candidates "
+                                   "are scored")
+    primitives: dict[str, str] = Field(
+        default_factory=dict, description="user primitive -> digest of its definition: a "
+        "resumed search refuses changed definitions")
+    rank_by: MetricName = Field("score", description="the scorer's metric the search ranks "
+                                "by (its direction comes from its declaration, distill.metric)")
+    tie_break: MetricName | None = Field(None, description="a second metric that orders equal "
+                                         "scores (then the id; never the proposal order)")
+    seed: int = Field(0, description="every random choice of the search derives from it")
+    dedupe_fingerprint: bool = Field(True, description="also dedupe by functional "
+                                     "fingerprint")
+    fail_fast: bool = Field(True, description="stop when every evaluation of the first step "
+                            "fails")
+    top_k: PositiveInt = Field(10, description="best candidates listed in the result")
+    max_proposal_factor: PositiveInt = Field(20, description="stop after evaluations x factor "
+                                             "proposals")
+    score_budget: Any = Field(None, description="handed to the scorer (e.g. "
+                              "distill.ScoreBudget); its kd_steps and seed are set per rung "
+                              "and seed")
 
     @field_serializer("score_budget")
     def _budget(self, budget: Any) -> Any:
@@ -268,9 +300,13 @@ class SearchConfig(Model):
             raise ValueError(f"cannot load the base candidate {self.base!r:.80}: {e}") from None
 
     def differences(self, stored: dict[str, Any]) -> list[str]:
-        """Settings (other than :attr:`RESUMABLE` ones) that differ from ``stored``."""
+        """Settings (other than :attr:`RESUMABLE` ones) that differ from ``stored``; a
+        setting added since ``stored`` was written counts only when it is not at its
+        default."""
         now, old = _flatten(self.dump()), _flatten(stored)
+        default = _flatten(type(self).model_construct().dump())
         return sorted(k for k in set(now) | set(old) if now.get(k) != old.get(k)
+                      and not (k not in old and now[k] == default.get(k, now[k]))
                       and not any(k == r or k.startswith(r + ".") for r in self.RESUMABLE))
 
 
@@ -293,5 +329,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-__all__ = ["GENES", "STANDARD_FFN", "ConstraintSpec", "ControllerSpec", "ExecutorSpec",
-           "FidelitySpec", "Model", "Rung", "SearchConfig", "config_error", "resolve_space"]
+__all__ = ["GENES", "STANDARD_FFN", "BackendName", "ConstraintSpec", "ControllerSpec",
+           "ExecutorSpec", "FidelitySpec", "MetricName", "Model", "Rung", "SearchConfig",
+           "config_error", "enum_of", "registered", "resolve_space"]

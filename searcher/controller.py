@@ -10,25 +10,29 @@ through JSON. All randomness comes from one ``random.Random(seed)``.
   optional islands with ring migration and optional crossover.
 - :class:`PaperController` (``"paper"``): the reference's controller: every proposal is
   1..``max_mutations`` mutations (subtree replacement, node replacement, insertion, and
-  ``s``/ratio changes in stage 1) of a *seed*, never of an earlier winner, never crossover.
-  The reference also filters samples with a tree of LightGBM classifiers (LaNAS-style);
-  that filter is NOT implemented here.
+  ``s``/ratio changes in stage 1) of a *seed*, never of an earlier winner, never crossover
+  (the reference's LightGBM sample filter is not implemented: docs/decisions.md).
 - :class:`RandomSampling` (``"random"``): independent random members of the space.
+
+Each kind is declared once, with :func:`controller` on its class; its options (the
+``ControllerSpec`` fields it takes) are the keyword-only parameters of its ``__init__``.
+:data:`CONTROLLERS` is the registry the configuration's choices derive from.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from mlpgraph import Space
+from mlpgraph import MLPLayer, Space
 
-from .candidate import Candidate, LayerGene, Lineage
+from .candidate import Candidate, Lineage
 from .crossover import crossover_genes, crossover_subtree
-from .errors import SearchConfigError
+from .errors import RegistryError, SearchConfigError
 from .mutations import DEFAULT_TABLE, GENES, PAPER_MUTATIONS, MutationContext, MutationTable, mutate
 
 Fitness = tuple[int, float, float]  # (rung, score there, tie-break); larger is better
@@ -59,7 +63,8 @@ def _fit(v: Any) -> Fitness | None:
 class Controller(ABC):
     """Common machinery: RNG, mutation context, the feasibility filter, the seeds."""
 
-    kind: ClassVar[str] = ""
+    kind: ClassVar[str] = ""  # set by @controller
+    options: ClassVar[tuple[str, ...]] = ()  # set by @controller: the kind's own options
 
     def __init__(self, space: Space, seeds: Sequence[Candidate], *, seed: int = 0,
                  genes: frozenset[str] = frozenset(GENES),
@@ -146,10 +151,44 @@ class Controller(ABC):
         return None
 
 
+#: the controllers by kind, in declaration order (:func:`controller` adds to it)
+CONTROLLERS: dict[str, type[Controller]] = {}
+C = TypeVar("C", bound=type[Controller])
+
+
+def controller(name: str, *, replace: bool = False) -> Callable[[C], C]:
+    """Declare the decorated :class:`Controller` subclass as controller kind ``name``; its
+    options are the keyword-only parameters its ``__init__`` (and its bases' up to
+    :class:`Controller`) add, each a ``ControllerSpec`` field of the same name."""
+    def register(cls: C) -> C:
+        if not (isinstance(cls, type) and issubclass(cls, Controller)):
+            raise RegistryError(f"@controller({name!r}) decorates {cls!r}; it must be a "
+                                "subclass of searcher.controller.Controller")
+        if name in CONTROLLERS and not replace:
+            raise RegistryError(f"controller {name!r} is already declared; choose another "
+                                "name or pass replace=True")
+        cls.kind, cls.options = name, _own_options(cls)
+        CONTROLLERS[name] = cls
+        return cls
+    return register
+
+
+def _own_options(cls: type[Controller]) -> tuple[str, ...]:
+    base = set(inspect.signature(Controller.__init__).parameters)
+    names: dict[str, None] = {}
+    for klass in cls.__mro__:
+        if klass is Controller or not issubclass(klass, Controller):
+            break
+        if "__init__" in vars(klass):
+            for p in inspect.signature(klass.__init__).parameters.values():
+                if p.kind is p.KEYWORD_ONLY and p.name not in base:
+                    names[p.name] = None
+    return tuple(names)
+
+
+@controller("evolution")
 class RegularizedEvolution(Controller):
     """Aging evolution: tournament of ``sample_size``, the oldest member dies."""
-
-    kind = "evolution"
 
     def __init__(self, space: Space, seeds: Sequence[Candidate], *, population: int = 16,
                  sample_size: int = 4, islands: int = 1, migration_interval: int = 0,
@@ -239,10 +278,9 @@ class RegularizedEvolution(Controller):
         self.children = int(state["children"])
 
 
+@controller("paper")
 class PaperController(Controller):
     """Mutations of the seeds only (see the module doc); ``observe`` changes nothing."""
-
-    kind = "paper"
 
     def __init__(self, space: Space, seeds: Sequence[Candidate], *, max_mutations: int = 3,
                  **kw: Any) -> None:
@@ -258,10 +296,9 @@ class PaperController(Controller):
         return self.mutant(parent, self.rng.randint(1, self.max_mutations), self.paper_table)
 
 
+@controller("random")
 class RandomSampling(Controller):
     """Independent samples: every allowed gene drawn at random; masked genes from a seed."""
-
-    kind = "random"
 
     def _one(self) -> Candidate | None:
         rng, sp = self.rng, self.space
@@ -272,23 +309,20 @@ class RandomSampling(Controller):
                 graph = self.ctx.grower.random_member() if "expr" in self.genes else g.graph
                 s = rng.choice(sp.stacks) if "stacks" in self.genes else g.stacks
                 r = rng.choice(sp.ratios) if "ratio" in self.genes else g.ratio
-                layers.append(LayerGene(graph, s, r))
+                layers.append(MLPLayer(graph, s, r))
             cand = Candidate(tuple(layers), Lineage("random"))
             if self.feasible(cand):
                 return cand
         return None
 
 
-CONTROLLERS: dict[str, type[Controller]] = {
-    c.kind: c for c in (RegularizedEvolution, PaperController, RandomSampling)}
-
-
 def make_controller(kind: str, space: Space, seeds: Sequence[Candidate],
                     **options: Any) -> Controller:
-    """A controller by name (``"evolution"``, ``"paper"``, ``"random"``)."""
+    """A controller by kind, one of :data:`CONTROLLERS` (``"evolution"``, ``"paper"``,
+    ``"random"`` or a plugin's)."""
     try:
         cls = CONTROLLERS[kind]
     except KeyError:
         raise SearchConfigError("controller", f"unknown controller {kind!r}; choose one of "
-                                f"{sorted(CONTROLLERS)}") from None
+                                f"{', '.join(CONTROLLERS)}") from None
     return cls(space, seeds, **options)

@@ -31,6 +31,16 @@ class MutationError(SearchError, ValueError):
     """A mutation table entry that is misdeclared (unknown gene, bad weight, ...)."""
 
 
+class RegistryError(SearchError, ValueError):
+    """A controller or executor declaration that cannot be registered (not a subclass of the
+    base class, or a name already taken)."""
+
+
+class PluginError(SearchError, ValueError):
+    """A plugin (``--plugins FILE.py|MODULE``, the pipeline's ``plugins``) that cannot be
+    imported: a missing file or module, or user code that raised while importing."""
+
+
 class JournalError(SearchError, RuntimeError):
     """A run folder's journal that cannot be used: missing, from another configuration, or
     inconsistent with what the search proposes on resume."""

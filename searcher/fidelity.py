@@ -20,19 +20,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import mlpgraph
-from distill.result import higher_is_better
+from distill import metric
+from mlpgraph import MLPLayer
 
 from .budget import Constraints
-from .candidate import Candidate, LayerGene
+from .candidate import Candidate
 from .config import Rung
-from .journal import Evaluation
+from .records import Evaluated, Evaluation, Fitness, mean_at, rung_scores
 from .scoring import EvalBudget
 
 if TYPE_CHECKING:
     from .config import SearchConfig
-    from .search import Evaluated
 
-Fitness = tuple[int, float, float]  # (rung, value, tie), each larger-is-better
 SEED_STRIDE = 7919  # score-budget seed of rep k: seed + k * SEED_STRIDE
 
 
@@ -53,19 +52,6 @@ def rung_budget(base: Any, rung: Rung, rep: int, index: int) -> Any:
     return dataclasses.replace(base, **changes) if changes else base
 
 
-def rung_scores(evals: Sequence[Evaluation], rung: int, reps: int) -> list[float] | None:
-    """The scores of ``rung`` when all of its ``reps`` seeds were scored ok, else None."""
-    ok = sorted((e.rep, e.score) for e in evals if e.rung == rung and e.ok)
-    return [s for _, s in ok] if len(ok) == reps else None
-
-
-def _mean(evals: Sequence[Evaluation], rung: int, metric: str | None) -> float | None:
-    vals = [e.result.value(metric) if metric else e.score for e in evals
-            if e.rung == rung and e.ok and e.result is not None]
-    vals = [v for v in vals if v is not None]
-    return statistics.fmean(vals) if vals else None
-
-
 def fitness(evals: Sequence[Evaluation], plan: Sequence[Rung], larger_better: bool,
             tie_break: str | None = None, tie_larger_better: bool = True) -> Fitness | None:
     """``(rung, mean score, tie value)`` at the highest rung whose every seed was scored ok,
@@ -74,15 +60,10 @@ def fitness(evals: Sequence[Evaluation], plan: Sequence[Rung], larger_better: bo
         scores = rung_scores(evals, r, plan[r].seeds)
         if scores is not None:
             value = statistics.fmean(scores)
-            tie = _mean(evals, r, tie_break) if tie_break else None
+            tie = mean_at(evals, r, tie_break) if tie_break else None
             tie = 0.0 if tie is None else (tie if tie_larger_better else -tie)
             return r, value if larger_better else -value, tie
     return None
-
-
-def score_at(evals: Sequence[Evaluation], rung: int) -> float | None:
-    """The mean ranked score over the ok seeds of ``rung``."""
-    return _mean(evals, rung, None)
 
 
 def shape_key(cand: Candidate) -> str:
@@ -93,7 +74,7 @@ def shape_key(cand: Candidate) -> str:
 def control_of(cand: Candidate, seed_expression: str) -> Candidate:
     """The space's seed expression (the standard FFN) at ``cand``'s shape."""
     graph = mlpgraph.parse(seed_expression)
-    return Candidate(tuple(LayerGene(graph, g.stacks, g.ratio) for g in cand.layers))
+    return Candidate(tuple(MLPLayer(graph, g.stacks, g.ratio) for g in cand.layers))
 
 
 def wants_control(mode: str, rung: int) -> bool:
@@ -107,7 +88,7 @@ def stage_winner(top: Evaluated, cfg: SearchConfig) -> tuple[Candidate, int | No
     highest rung (no candidate of the stage was shown better than that FFN): then that FFN,
     when it fits the constraints (a GLU's FFN control can fall below the parameter window)."""
     if top.delta is None or top.delta == 0 or \
-            (top.delta > 0) == higher_is_better(cfg.rank_by):
+            (top.delta > 0) == metric(cfg.rank_by).higher_is_better:
         return top.candidate, top.params, None
     note = (f"the best candidate ({top.candidate.describe()}) scored {top.delta:+.4f} "
             f"{cfg.rank_by} against the standard FFN of its shape under the same seeds, i.e. "
@@ -118,11 +99,3 @@ def stage_winner(top: Evaluated, cfg: SearchConfig) -> tuple[Candidate, int | No
         return top.candidate, top.params, note + ("; that FFN is outside the constraints, so "
                                                   "the best candidate goes on")
     return control, fits.measure(control)["params"], note + "; that FFN goes on"
-
-
-def handed_on(stage: dict[str, Any]) -> str | None:
-    """From a stage's record (``stage.json``): the candidate it handed on in place of its
-    searched best (the FFN control of :func:`stage_winner`), else None."""
-    if stage.get("fallback") and stage.get("searched") != stage.get("describe"):
-        return stage.get("describe")
-    return None

@@ -12,7 +12,7 @@ from the warmed-up supernet, the same learning rate, steps, label weight) for ev
   shape (e.g. the best MLP known before the search).
 
 Seed ``k`` fixes the batch order and the dropout stream of every student alike (paired
-seeds). Each run is a scorer call (:func:`distill.score.score`) in the run's executor, so the
+seeds). Each run is a scorer call (:func:`distill.scoring.score`) in the run's executor, so the
 students train in parallel; it reports the task metrics on the evaluation split and on the
 test split (read here only), and the KD objective on the held-out fitness rows. Seed 0's
 students are saved as model folders (``RUN_DIR/winner``, ``RUN_DIR/baseline``, ...). Each
@@ -27,41 +27,60 @@ import dataclasses
 import hashlib
 import json
 import statistics
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from distill.encode import encode_split
-from distill.pipeline import evaluate_splits
-from distill.result import ScoreResult, higher_is_better
-from distill.score import ScoreBudget, measure_latency
-from distill.stats import paired, verdict
-from distill.student import Student
-from distill.teacher import load_task, load_teacher, load_tokenizer
-from mlpgraph import parse
+from distill import (
+    LatencySample,
+    ScoreBudget,
+    ScoreResult,
+    Student,
+    evaluate_teacher,
+    interleaved_latency,
+    load_teacher,
+    metric,
+    paired,
+    resolve_device,
+    verdict,
+)
+from mlpgraph import STANDARD_FFN, MLPLayer, parse
 
 from .budget import LatencyMeter
-from .candidate import Candidate, LayerGene
-from .config import STANDARD_FFN
+from .candidate import Candidate
+from .context import Context, scorer_of
+from .records import CallStatus
+from .results import (
+    Comparison,
+    Contrast,
+    FinalRecord,
+    Latency,
+    LatencyComparison,
+    LatencyConditions,
+    MetricRef,
+    ModelRow,
+    TeacherRow,
+)
 from .workers import Outcome, Task, make_executor
 
-if TYPE_CHECKING:
-    from .run import Context
-
 SEED_STRIDE = 1009  # seed of run k: the pipeline's seed + k * SEED_STRIDE
+BATCHES = (1, 32)  # the batch sizes whose latency the final step reports
 
 
 def equal_params_ffn(winner: Candidate, hidden: int, max_stacks: int = 4) -> Candidate:
     """A uniform standard FFN (the same ``s`` and width in every layer) of about the
-    winner's MLP parameter count, with the fewest stacks whose width fits the supernet."""
+    winner's MLP parameter count (:meth:`mlpgraph.MLPLayer.params`, LayerNorms included),
+    with the fewest stacks whose width fits the supernet."""
     ffn = parse(STANDARD_FFN)
-    per_layer = sum(g.stacks * (2 * hidden * g.d_inner(hidden) + g.d_inner(hidden) + hidden)
-                    for g in winner.layers) / len(winner.layers)
+    per_layer = sum(g.params(hidden) for g in winner.layers) / len(winner.layers)
+    one = MLPLayer(ffn, 1, Fraction(1, hidden)).params(hidden)  # s = 1, k = 1
+    per_k = MLPLayer(ffn, 1, Fraction(2, hidden)).params(hidden) - one  # each unit of k
     for s in range(1, max_stacks + 1):
-        k = round((per_layer / s - hidden) / (2 * hidden + 1))
+        k = 1 + round((per_layer / s - one) / per_k)
         if 1 <= k <= hidden:
             break
-    gene = LayerGene(ffn, s, Fraction(max(1, k), hidden))
+    gene = MLPLayer(ffn, s, Fraction(max(1, k), hidden))
     return Candidate((gene,) * len(winner.layers))
 
 
@@ -86,10 +105,16 @@ def _done_path(ctx: Context, name: str, cand: Candidate, budget: ScoreBudget) ->
     return ctx.run_dir / "final" / f"{name}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.json"
 
 
+@dataclass(frozen=True)
+class FinalCall:
+    """The key of one final training: the model's name and the seed's index."""
+
+    name: str
+    seed_index: int
+
+
 def _train_all(ctx: Context, models: dict[str, Candidate], supernet: Path
                ) -> dict[str, list[ScoreResult]]:
-    from .run import scorer_of
-
     p, hidden = ctx.pipeline, ctx.student_config.hidden
     seeds = [p.seed + k * SEED_STRIDE for k in range(p.final.seeds)]
     out: dict[str, list[ScoreResult]] = {name: [None] * len(seeds) for name in models}
@@ -97,17 +122,18 @@ def _train_all(ctx: Context, models: dict[str, Candidate], supernet: Path
     for k, seed in enumerate(seeds):
         for name, cand in models.items():
             budget = _budget(ctx, supernet, seed, ctx.run_dir / name if k == 0 else None)
-            paths[(name, k)] = path = _done_path(ctx, name, cand, budget)
+            call = FinalCall(name, k)
+            paths[call] = path = _done_path(ctx, name, cand, budget)
             if path.is_file():
                 out[name][k] = ScoreResult.from_dict(json.loads(path.read_text()))
             else:
-                tasks.append(Task((name, k), cand.spec(hidden), budget))
+                tasks.append(Task(call, cand.spec(hidden), budget))
     if not tasks:
         return out
 
     def keep(o: Outcome) -> None:  # as each finishes: a crash loses no finished training
-        if o.status == "ok":
-            result = out[o.key[0]][o.key[1]] = ScoreResult.coerce(o.result)
+        if o.status == CallStatus.OK:
+            result = out[o.key.name][o.key.seed_index] = o.result
             paths[o.key].parent.mkdir(exist_ok=True)
             paths[o.key].write_text(json.dumps(result.to_dict()) + "\n")
 
@@ -115,109 +141,143 @@ def _train_all(ctx: Context, models: dict[str, Candidate], supernet: Path
     with make_executor(ex.kind, scorer_of(p), workers=ex.workers, timeout=None,
                        address=ex.address) as executor:
         for o in executor.run(tasks, keep):
-            if o.status != "ok":
-                raise RuntimeError(f"final KD of {o.key[0]} (seed {o.key[1]}) failed: {o.error}")
+            if o.status != CallStatus.OK:
+                raise RuntimeError(f"final KD of {o.key.name} (seed {o.key.seed_index}) "
+                                   f"failed: {o.error}")
     return out
 
 
-def _row(results: list[ScoreResult], spec: Any, test: str) -> dict[str, Any]:
-    """Means over seeds, per role: ``eval`` (held-out split), ``test``, ``kd`` (fitness)."""
-    def mean(key: str) -> float | None:
-        vals = [r.metrics.get(key) for r in results]
-        return None if any(v is None for v in vals) else statistics.fmean(vals)
+def _mean(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else statistics.fmean(values)
 
-    kd_keys = sorted({k for r in results for k in r.metrics
-                      if k.startswith("kd_") or k == "teacher_kl"})
-    return {"params": results[0].params, "diverged": any(r.diverged for r in results),
-            "kd_steps": results[0].steps,
-            "eval": {m: mean(m) for m in spec.metric_names},
-            "test": {m: mean(f"{test}/{m}") for m in spec.metric_names},
-            "kd": {k: mean(k) for k in kd_keys},
+
+def _row(role: str, results: list[ScoreResult], spec: Any, test: str) -> dict[str, Any]:
+    """Means over seeds: ``eval`` (held-out split), ``test`` (the final split), ``kd``
+    (the KD diagnostics on the fitness rows)."""
+    diagnostics = sorted({k for r in results for k in r.metrics
+                          if k.startswith("kd_") or k == "teacher_kl"})
+    return {"role": role, "params": results[0].params,
+            "diverged": any(r.diverged for r in results), "kd_steps": results[0].steps,
+            "eval": {m: _mean([r.metrics.get(m) for r in results]) for m in spec.metric_names},
+            "test": {m: _mean([r.splits.get(test, {}).get(m) for r in results])
+                     for m in spec.metric_names},
+            "kd": {k: _mean([r.metrics.get(k) for r in results]) for k in diagnostics},
             "per_seed": [r.to_dict() for r in results]}
 
 
-def comparison(a: list[ScoreResult], b: list[ScoreResult], metrics: list[str],
-               names: tuple[str, str]) -> dict[str, Any]:
-    """``final.comparison.<metric>``: per-seed lists, mean difference, 95% CI, verdict."""
-    out = {}
-    for m in metrics:
-        x, y = [r.metrics.get(m) for r in a], [r.metrics.get(m) for r in b]
+def comparison(a: list[ScoreResult], b: list[ScoreResult], refs: list[MetricRef],
+               names: tuple[str, str]) -> list[Comparison]:
+    """Per metric: ``a`` minus ``b`` paired over seeds, the 95% interval and the verdict
+    (metrics missing on some seed are left out)."""
+    out = []
+    for ref in refs:
+        x = [(r.metrics if ref.split is None else r.splits.get(ref.split, {})).get(ref.name)
+             for r in a]
+        y = [(r.metrics if ref.split is None else r.splits.get(ref.split, {})).get(ref.name)
+             for r in b]
         if any(v is None for v in (*x, *y)):
             continue
+        up = metric(ref.name).higher_is_better
         pr = paired(x, y)
-        metric = m.split("/")[-1]
-        out[m] = {names[0]: x, names[1]: y, "delta_mean": pr.delta_mean, "ci95": list(pr.ci95),
-                  "seeds": pr.n, "verdict": verdict(pr, m, *names,
-                                                    higher_is_better=higher_is_better(metric))}
+        out.append(Comparison(metric=ref, higher_is_better=up, a=x, b=y,
+                              delta_mean=pr.delta_mean, ci95=pr.ci95, seeds=pr.n,
+                              verdict=verdict(pr, ref.label, *names, higher_is_better=up)))
     return out
 
 
-def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> dict[str, Any]:
-    """Train the winner, the same-shape FFN (and the equal-parameter FFN) over the final seeds
-    and compare them (module doc)."""
-    fin, spec, hidden = ctx.pipeline.final, ctx.task, ctx.student_config.hidden
+def _models(fin: Any, winner: Candidate, hidden: int) -> dict[str, Candidate]:
+    """The students the final step trains: the winner, the FFN of its shape, optionally an
+    FFN of its size and fixed expressions at its shape."""
     ffn = parse(STANDARD_FFN)
     models = {"winner": winner,
-              "baseline": Candidate(tuple(LayerGene(ffn, g.stacks, g.ratio)
+              "baseline": Candidate(tuple(MLPLayer(ffn, g.stacks, g.ratio)
                                           for g in winner.layers))}
     if fin.equal_params:
         models["equal_params"] = equal_params_ffn(winner, hidden)
     for i, expr in enumerate(fin.fixed):
         graph = parse(expr)
-        models[f"fixed{i + 1}"] = Candidate(tuple(LayerGene(graph, g.stacks, g.ratio)
+        models[f"fixed{i + 1}"] = Candidate(tuple(MLPLayer(graph, g.stacks, g.ratio)
                                                   for g in winner.layers))
+    return models
+
+
+def final_compare(ctx: Context, winner: Candidate, supernet: Path) -> FinalRecord:
+    """Train the winner, the same-shape FFN (and the equal-parameter FFN) over the final seeds
+    and compare them (module doc)."""
+    fin, spec, hidden = ctx.pipeline.final, ctx.task, ctx.student_config.hidden
+    models = _models(fin, winner, hidden)
     same = {n: next(m for m in models if models[m].id == c.id) for n, c in models.items()}
     runs = _train_all(ctx, {n: models[n] for n in dict.fromkeys(same.values())}, supernet)
     runs.update({n: runs[m] for n, m in same.items()})  # one model trained once
     test = spec.final_split
-    metrics = ["kd_loss", "teacher_kl", *(f"{test}/{m}" for m in spec.metric_names),
-               *spec.metric_names]
+    refs = [MetricRef(name="kd_loss"), MetricRef(name="teacher_kl"),
+            *(MetricRef(name=m, split=test) for m in spec.metric_names),
+            *(MetricRef(name=m) for m in spec.metric_names)]
     flops = LatencyMeter(hidden, proxy="flops")
-    out: dict[str, Any] = {"splits": {"eval": spec.search_split or "held-out train rows",
-                                      "test": test}, "notes": list(spec.notes),
-                           "same_as": {n: m for n, m in same.items() if n != m},
-                           "metrics": list(spec.metric_names), "seeds": fin.seeds,
-                           "recipe": json.loads(json.dumps(dataclasses.asdict(
-                               _budget(ctx, supernet, 0, None)), default=str))}
-    for name, cand in models.items():
-        out[name] = {**_row(runs[name], spec, test), "mlp_mflops": flops(cand),
-                     "expressions": [g.expr for g in cand.layers],
-                     "describe": cand.describe(), "folder": str(ctx.run_dir / same[name])}
-    out["comparison"] = comparison(runs["winner"], runs["baseline"], metrics,
-                                   ("winner", "baseline"))
-    for other in (n for n in runs if n not in ("winner", "baseline")):
-        out[f"comparison_{other}"] = comparison(runs["winner"], runs[other], metrics,
-                                                ("winner", other))
-    _latencies(ctx, out, same)
+    latency, sample = _latencies(ctx, same)
+    rows = {name: ModelRow(**_row(name, runs[name], spec, test), mlp_mflops=flops(cand),
+                           expressions=[g.expr for g in cand.layers],
+                           describe=cand.describe(), folder=str(ctx.run_dir / same[name]),
+                           same_as=None if same[name] == name else same[name],
+                           latency=latency[same[name]])
+            for name, cand in models.items()}
+    contrasts = [Contrast(other=other, comparisons=comparison(
+        runs["winner"], runs[other], refs, ("winner", other)),
+        latency=latency_comparison(sample, "winner", same[other]))
+        for other in ["baseline", *(n for n in runs if n not in ("winner", "baseline"))]]
     (ctx.run_dir / "winner" / "candidate.json").write_text(winner.to_json() + "\n")
-    if fin.teacher_test:
-        out["teacher"] = _teacher_row(ctx)
+    return FinalRecord(
+        splits={"eval": spec.search_split or "held-out train rows", "test": test},
+        notes=list(spec.notes), metrics=list(spec.metric_names), seeds=fin.seeds,
+        recipe=json.loads(json.dumps(dataclasses.asdict(_budget(ctx, supernet, 0, None)),
+                                     default=str)),
+        models=rows, contrasts=contrasts,
+        teacher=TeacherRow(**_teacher_row(ctx), latency=latency["teacher"])
+        if fin.teacher_test else None,
+        latency=LatencyConditions(seq=sample.seq, device=sample.device,
+                                  threads=sample.threads, rounds=len(sample.rounds["winner"][1]),
+                                  load=sample.load))
+
+
+def _latencies(ctx: Context, same: dict[str, str]
+               ) -> tuple[dict[str, Latency], LatencySample]:
+    """Every trained model's and the teacher's median forward time at batch 1 and 32,
+    measured interleaved (:func:`distill.interleaved_latency`)."""
+    teacher, _ = ctx.prepared()
+    models = {n: Student.from_pretrained(ctx.run_dir / n) for n in dict.fromkeys(same.values())}
+    if ctx.pipeline.final.teacher_test:
+        models["teacher"] = load_teacher(teacher.tuned)
+    sample = interleaved_latency(models, BATCHES, seq=ctx.task.max_length,
+                                 device=resolve_device(ctx.pipeline.device))
+    rows = {n: Latency(batch1_ms=sample.median(n, 1), batch32_ms=sample.median(n, 32))
+            for n in models}
+    return rows, sample
+
+
+def latency_comparison(sample: LatencySample, a: str, b: str) -> list[LatencyComparison]:
+    """``a``'s time relative to ``b``'s per batch size, paired over the rounds."""
+    out = []
+    for batch in BATCHES:
+        ratios = [x / y for x, y in zip(sample.rounds[a][batch], sample.rounds[b][batch],
+                                        strict=True)]
+        pr = paired(ratios, [1.0] * len(ratios))
+        lo, hi = pr.ci95
+        head = (f"latency at batch {batch}: {a} takes {pr.delta_mean:+.1%} the time of {b} "
+                f"(95% CI [{lo:+.1%}, {hi:+.1%}] over {pr.n} interleaved rounds)")
+        if not pr.excludes_zero():
+            tail = "no difference detected (the interval contains 0)"
+        else:
+            tail = f"{a} is {'faster' if pr.delta_mean < 0 else 'slower'}"
+        out.append(LatencyComparison(batch=batch, change=pr.delta_mean, ci95=(lo, hi),
+                                     rounds=pr.n, verdict=f"{head}: {tail}"))
     return out
-
-
-def _latencies(ctx: Context, out: dict[str, Any], same: dict[str, str]) -> None:
-    """Median forward latency of each trained model, measured interleaved."""
-    students = {n: Student.from_pretrained(ctx.run_dir / n) for n in dict.fromkeys(same.values())}
-    times: dict[str, list[float]] = {n: [] for n in students}
-    for _ in range(5):  # interleaved rounds: machine load hits every model alike
-        for name, student in students.items():
-            times[name].append(measure_latency(student, repeats=5))
-    for name, trained in same.items():
-        out[name]["latency_ms"] = statistics.median(times[trained])
 
 
 def _teacher_row(ctx: Context) -> dict[str, Any]:
     """The fine-tuned teacher on the evaluation and test splits."""
-    spec = ctx.task
-    ds = load_task(spec.name, ctx.cache_dir)
-    tok = load_tokenizer(ctx.tuned)
-    roles = [("test", spec.final_split)] + ([("eval", spec.search_split)]
-                                            if spec.search_split else [])
-    splits = {role: encode_split(ds[name], tok, spec, spec.max_length) for role, name in roles}
-    teacher = load_teacher(ctx.tuned)
-    return {"params": sum(t.numel() for t in teacher.parameters()),
-            "latency_ms": measure_latency(teacher), "folder": str(ctx.tuned),
-            **evaluate_splits(teacher, splits, spec)}
+    teacher, _ = ctx.prepared()
+    row = evaluate_teacher(teacher.tuned, ctx.task, cache_dir=ctx.cache_dir)
+    return {k: v for k, v in row.items() if k != "latency_ms"}
 
 
 __all__ = ["comparison", "equal_params_ffn", "final_compare"]

@@ -28,9 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.result import ScoreResult
+from distill import ScoreResult
 
 from .errors import JournalError
+from .records import Evaluation, ProposalStatus
 
 FILENAME = "journal.sqlite"
 _EVAL_COLUMNS = "rung, rep, status, score, result, error, started_at, finished_at, worker"
@@ -59,48 +60,6 @@ CREATE TABLE IF NOT EXISTS latency (key TEXT PRIMARY KEY, value REAL NOT NULL);
 
 
 @dataclass
-class Evaluation:
-    """One scorer call as the journal stores it: ``status`` is ``ok``, ``diverged``, ``failed``
-    (the scorer raised or its worker died) or ``timeout``; ``result`` is the scorer's
-    :class:`~distill.result.ScoreResult` (None when it failed); ``score`` the value of the
-    metric the search ranks by (None unless ok)."""
-
-    rung: int
-    status: str
-    result: ScoreResult | None = None
-    score: float | None = None
-    error: str | None = None
-    started_at: float = 0.0
-    finished_at: float = 0.0
-    worker: str = ""
-    rep: int = 0  # which seed of the rung
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok" and self.score is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rung": self.rung, "rep": self.rep, "status": self.status, "score": self.score,
-                "result": None if self.result is None else self.result.to_dict(),
-                "error": self.error, "started_at": self.started_at,
-                "finished_at": self.finished_at, "worker": self.worker}
-
-    @classmethod
-    def from_row(cls, r: tuple) -> Evaluation:
-        """From a row of :data:`_EVAL_COLUMNS`."""
-        rung, rep, status, score, result, error, started, finished, worker = r
-        res = None if result is None else ScoreResult.from_dict(json.loads(result))
-        return cls(rung, status, res, score, error, started or 0.0, finished or 0.0,
-                   worker or "", rep)
-
-    def row(self) -> tuple:
-        """The values of :data:`_EVAL_COLUMNS`."""
-        return (self.rung, self.rep, self.status, self.score,
-                None if self.result is None else json.dumps(self.result.to_dict()),
-                self.error, self.started_at, self.finished_at, self.worker)
-
-
-@dataclass
 class JournalRow:
     """One proposal with its evaluations, as a report reads it."""
 
@@ -108,7 +67,7 @@ class JournalRow:
     idx: int
     candidate_id: str
     candidate: dict[str, Any]  # Candidate.to_dict(): layers, lineage
-    status: str  # pending | evaluated | duplicate | failed
+    status: ProposalStatus
     dup_of: str | None
     params: int | None  # from the budget check
     latency_ms: float | None  # the measured MLP-stack latency (budget check)
@@ -271,7 +230,7 @@ class Journal:
             last = ev[-1] if ev else None
             rows.append(JournalRow(
                 step=r[0], idx=r[1], candidate_id=r[2], candidate=json.loads(r[3]),
-                status=r[6], dup_of=r[7], params=r[4], latency_ms=r[5],
+                status=ProposalStatus(r[6]), dup_of=r[7], params=r[4], latency_ms=r[5],
                 score=None if last is None else last.score,
                 rung=None if last is None else last.rung, evaluations=ev,
                 proposed_at=r[8], finished_at=None if last is None else last.finished_at))

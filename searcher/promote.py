@@ -4,23 +4,19 @@ it finishes under the candidate's own ``(step, idx)``, so a resumed run re-score
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from distill.result import higher_is_better
+from distill import metric
 
 from .fidelity import fitness
-from .journal import Evaluation
+from .records import Evaluated, Evaluation
+from .state import SearchState
 from .workers import Executor
 
-if TYPE_CHECKING:
-    from .search import Evaluated, _Run
 
-
-def _ranked_at(run: _Run, rung: int) -> list[int]:
+def _ranked_at(run: SearchState, rung: int) -> list[int]:
     """History indices of the candidates with every seed of ``rung`` scored ok, best first
     (ties: the tie-break metric, then the candidate id)."""
     plan, cfg = run.plan[:rung + 1], run.cfg
-    tie_up = higher_is_better(cfg.tie_break or "score")
+    tie_up = metric(cfg.tie_break or "score").higher_is_better
     keyed = []
     for i, ev in enumerate(run.history):
         fit = fitness([e for e in ev.evaluations if e.rung <= rung], plan, run.larger_better,
@@ -30,7 +26,7 @@ def _ranked_at(run: _Run, rung: int) -> list[int]:
     return [i for _, i in sorted(keyed, reverse=True)]
 
 
-def _score(run: _Run, executor: Executor, jobs: list[tuple[int, int, int]]) -> None:
+def _score(run: SearchState, executor: Executor, jobs: list[tuple[int, int, int]]) -> None:
     """Score ``(history index, rung, rep)`` jobs and rebuild those candidates' records."""
     done = {(i, e.rung, e.rep): e for i, ev in enumerate(run.history) for e in ev.evaluations}
     fresh: dict[int, list[Evaluation]] = {}
@@ -49,7 +45,7 @@ def _score(run: _Run, executor: Executor, jobs: list[tuple[int, int, int]]) -> N
         run.attach_control(ev)
 
 
-def _replace(run: _Run, i: int, new: list[Evaluation]) -> Evaluated:
+def _replace(run: SearchState, i: int, new: list[Evaluation]) -> Evaluated:
     old = run.history[i]
     ev = run.evaluated(old.candidate, [*old.evaluations, *new], old.step, old.idx, old.params,
                        old.latency_ms)
@@ -57,7 +53,7 @@ def _replace(run: _Run, i: int, new: list[Evaluation]) -> Evaluated:
     return ev
 
 
-def promote(run: _Run, executor: Executor) -> None:
+def promote(run: SearchState, executor: Executor) -> None:
     """Run rungs 1.. on the best ``keep`` of each previous rung, then confirm the winner."""
     plan = run.plan
     for r in range(1, len(plan)):

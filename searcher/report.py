@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import mlpgraph
-from distill.result import higher_is_better
+from distill import load_config, metric
 from mlpgraph.cli_common import cell
 from mlpgraph.drawing import DagEdge, DagNode, DagPanel, dag_to_dot, draw_dag
 
 from .budget import pareto_front
 from .candidate import Candidate
-from .fidelity import handed_on
 from .journal import FILENAME, Journal, JournalRow
+from .records import ProposalStatus
+from .results import StageRecord, load_results, load_stage
 from .summary import Summary, Table, summarize
 
 
@@ -40,11 +41,12 @@ class Section:
     rows: list[JournalRow]
     summaries: list[dict[str, Any]]
     config: dict[str, Any]
-    stage_info: dict[str, Any]
+    stage_info: StageRecord | None
 
     @property
     def scored(self) -> list[JournalRow]:
-        return [r for r in self.rows if r.status == "evaluated" and r.score is not None]
+        return [r for r in self.rows
+                if r.status == ProposalStatus.EVALUATED and r.score is not None]
 
     @property
     def rank_by(self) -> str:
@@ -52,7 +54,7 @@ class Section:
 
     def fitness(self, row: JournalRow) -> tuple[int, float]:
         """``(rung, score)`` with the score signed so that larger is better."""
-        sign = 1.0 if higher_is_better(self.rank_by) else -1.0
+        sign = 1.0 if metric(self.rank_by).higher_is_better else -1.0
         return (row.rung or 0, sign * (row.score or 0.0))
 
     @property
@@ -60,7 +62,7 @@ class Section:
         """The search's best: the candidate ``stage.json`` ranks first (mean over seeds at the
         top rung), else the best (rung, score) in the journal (first of equals)."""
         ok = self.scored
-        top = self.stage_info.get("top") or [{}]
+        top = (self.stage_info.top if self.stage_info else None) or [{}]
         best = top[0].get("candidate", {}).get("id")
         return next((r for r in ok if r.candidate_id == best),
                     max(ok, key=self.fitness) if ok else None)
@@ -68,15 +70,13 @@ class Section:
     @property
     def fallback(self) -> str | None:
         """Why the stage handed on another candidate than its best (``stage_winner``)."""
-        return self.stage_info.get("fallback")
+        return self.stage_info.fallback if self.stage_info else None
 
     @property
     def hidden(self) -> int | None:
         if self.config.get("hidden"):
             return int(self.config["hidden"])
         try:
-            from distill.config import load_config
-
             return load_config(self.config["student_config"]).hidden
         except Exception:  # noqa: BLE001 - a report without integer widths is still useful
             return None
@@ -103,7 +103,7 @@ def load_sections(run_dir: Path) -> list[Section]:
             config = json.loads(j.get_meta("config") or "{}")
         info = folder / "stage.json"
         out.append(Section(name, folder, rows, summaries, config,
-                           json.loads(info.read_text()) if info.is_file() else {}))
+                           load_stage(info) if info.is_file() else None))
     return out
 
 
@@ -162,8 +162,8 @@ def draw_progress(sections: list[Section], path: Path) -> Path:
     """Each evaluation's score and the best so far, in evaluation order."""
     fig, axes = _figure(len(sections), 3.6)
     for ax, sec in zip(axes, sections, strict=True):
-        scores = [r.score for r in sec.rows if r.status == "evaluated" and r.score is not None]
-        better = max if higher_is_better(sec.rank_by) else min
+        scores = [r.score for r in sec.scored]
+        better = max if metric(sec.rank_by).higher_is_better else min
         best: list[float] = []
         for s in scores:
             best.append(better(best[-1], s) if best else s)
@@ -204,7 +204,8 @@ def lineage_panels(sections: list[Section],
     for si, sec in enumerate(sections):
         by_id: dict[str, JournalRow] = {}
         for r in sec.rows:  # duplicates can be parents too (they join the population)
-            if r.candidate_id not in by_id or by_id[r.candidate_id].status == "duplicate":
+            if r.candidate_id not in by_id or \
+                    by_id[r.candidate_id].status == ProposalStatus.DUPLICATE:
                 by_id[r.candidate_id] = r
         w = sec.winner
         if w is None:
@@ -296,8 +297,8 @@ def candidate_table(sections: list[Section]) -> Table:
 def dedupe_table(sections: list[Section]) -> Table:
     rows = []
     for sec in sections:
-        d = sec.stage_info.get("dedupe", {})
-        dups = sum(r.status == "duplicate" for r in sec.rows)
+        d = sec.stage_info.dedupe if sec.stage_info else {}
+        dups = sum(r.status == ProposalStatus.DUPLICATE for r in sec.rows)
         rows.append([sec.name, len(sec.rows), dups, d.get("key_hits"), d.get("fingerprint_hits"),
                      f"{dups / len(sec.rows) if sec.rows else 0.0:.1%}"])
     return Table("", ["section", "proposals", "duplicates", "by key", "by fingerprint",
@@ -316,7 +317,7 @@ def _winners(sections: list[Section], out: Path) -> list[dict[str, Any]]:
                       "describe": "" if w is None else
                       Candidate.from_dict(w.candidate).describe(),
                       "fallback": sec.fallback,
-                      "handed_on": handed_on(sec.stage_info)})
+                      "handed_on": sec.stage_info.handed_on if sec.stage_info else None})
     return items
 
 
@@ -329,7 +330,7 @@ def write_report(run_dir: str | Path) -> Path:
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     res_file = run_dir / "results.json"
-    results = json.loads(res_file.read_text()) if res_file.is_file() else {}
+    results = load_results(res_file) if res_file.is_file() else None
     lineage = draw_lineage(sections, out / "lineage.svg")
     (out / "lineage.dot").write_text(lineage_dot(sections))
     figures = {"pareto": draw_pareto(sections, out / "pareto.png").name,
@@ -339,8 +340,9 @@ def write_report(run_dir: str | Path) -> Path:
     env = jinja2.Environment(loader=jinja2.PackageLoader("searcher", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters["cell"] = cell
+    summary = summarize(results) if results is not None else Summary()
     page = env.get_template("report.html.j2").render(
-        run_dir=str(run_dir.resolve()), summary=summarize(results) if results else Summary(),
+        run_dir=str(run_dir.resolve()), summary=summary,
         winners=_winners(sections, out), figures=figures, dedupe=dedupe_table(sections),
         candidates=candidate_table(sections))
     path = out / "index.html"

@@ -17,132 +17,29 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-import mlpgraph
-from distill.data import TaskSpec, get_task_spec
-from distill.loop import resolve_device as default_device
-from distill.pipeline import teacher_dims
-from distill.score import ScoreBudget, score
+from distill import ScoreBudget, TaskSpec, teacher_dims
 
 from .budget import derive_constraints
 from .candidate import Candidate
 from .config import ConstraintSpec, SearchConfig
+from .context import Bar, Context, Log, scorer_of, task_of
 from .errors import RunFolderError, SearchConfigError, SearchError
-from .fidelity import handed_on, stage_winner
+from .fidelity import stage_winner
 from .final import final_compare
 from .journal import FILENAME
+from .plugins import plugin_primitives
 from .prepare import prepare
+from .records import SearchResult
+from .results import RunResults, StageRecord, load_stage
 from .run_config import Pipeline, StageBase
 from .search import run_search
 from .warmup import warm_supernet
 
 RESULTS, PIPELINE, STUDENT, FAILED = ("results.json", "pipeline.json", "student_config.json",
                                       "FAILED.json")
-FORMAT = "efficientbert.run/2"
-Log = Callable[[str], None]
-Bar = Callable[[Path, int, str], AbstractContextManager[Any]]  # (stage folder, total, title)
-
-
-@dataclass(frozen=True)
-class KDScorer:
-    """``distill.score.score`` with ``threads`` torch threads, picklable for workers. A
-    worker that unpickles it first imports the user ``primitives`` and registers the task of
-    ``data`` (files), so the graphs and task names that follow resolve there too."""
-
-    threads: int = 1
-    primitives: tuple[str, ...] = ()
-    data: dict[str, Any] | None = field(default=None, hash=False)
-
-    def setup(self) -> KDScorer:
-        """Import the user primitives and register the data files' task (idempotent)."""
-        if self.primitives:
-            mlpgraph.load_primitives(list(self.primitives))
-        if self.data is not None:
-            from distill.userdata import register_files
-
-            register_files(self.data)
-        return self
-
-    def __reduce__(self) -> tuple:
-        return _set_up_scorer, (self.threads, self.primitives, self.data)
-
-    def __call__(self, spec: Any, budget: Any) -> Any:
-        before = torch.get_num_threads()
-        if before != self.threads:
-            torch.set_num_threads(self.threads)
-        try:
-            return score(spec, budget)
-        finally:  # inline scoring runs in the main process: leave its threads as they were
-            if before != self.threads:
-                torch.set_num_threads(before)
-
-
-def _set_up_scorer(threads: int, primitives: tuple[str, ...],
-                   data: dict[str, Any] | None) -> KDScorer:
-    return KDScorer(threads, primitives, data).setup()
-
-
-def scorer_of(pipeline: Pipeline) -> KDScorer:
-    """The pipeline's scorer: one torch thread per worker, its primitives and data files."""
-    return KDScorer(1, pipeline.primitives, pipeline.data)
-
-
-def task_of(pipeline: Pipeline, cache_dir: str | None = None) -> TaskSpec:
-    """The pipeline's task: its data files (read, checked and registered now) or a name."""
-    if pipeline.data is not None:
-        from distill.userdata import register_files
-
-        return register_files(pipeline.data, cache_dir)
-    try:
-        return get_task_spec(pipeline.task)
-    except ValueError as e:
-        raise SearchConfigError("task", str(e)) from None
-
-
-@dataclass
-class Context:
-    """What the steps of one run share."""
-
-    pipeline: Pipeline
-    run_dir: Path
-    task: TaskSpec
-    student_config: Any
-    constraints: ConstraintSpec
-    window_seeds: list[str]
-    cache_dir: str | None = None
-    progress: bool = True
-    log: Log = print
-    search_bar: Bar = lambda folder, total, desc: nullcontext()  # progress while searching
-    timings: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)
-    tuned: Path | None = None  # the fine-tuned teacher folder
-    base_teacher: Path | None = None
-    outputs: dict[str, Any] = field(default_factory=dict)  # "train", "unlabeled"
-
-    def timed(self, key: str, t0: float) -> float:
-        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
-        return self.timings[key]
-
-    def score_budget(self, supernet: Path, kd_steps: int, **overrides: Any) -> ScoreBudget:
-        """How this run scores a candidate: the pipeline's score settings, its task,
-        teacher, caches, device and fitness rows; ``overrides`` replace any field."""
-        p, sc = self.pipeline, self.pipeline.score
-        return ScoreBudget(**{
-            "supernet": str(supernet), "kd_steps": kd_steps, "batch_size": sc.batch_size,
-            "lr": sc.lr, "train_slice": sc.train_slice, "heldout_size": sc.heldout_size,
-            "seed": p.seed, "task": self.task.name, "teacher": str(self.tuned),
-            "cache_dir": self.cache_dir, "latency_repeats": sc.latency_repeats,
-            "device": str(default_device(p.device)), "common_noise": sc.common_noise,
-            "dropout": sc.dropout,
-            "fitness": tuple(str(self.outputs[k].folder) for k in ("heldout", "fitness")
-                             if k in self.outputs), **overrides})
 
 
 # ------------------------------------------------------------------- before any work
@@ -189,9 +86,9 @@ def check_folder(pipeline: Pipeline, run_dir: Path, resume: bool) -> None:
         what = "a run" if stored.is_file() else "other files"
         raise RunFolderError(f"{run_dir} already holds {what}; pass --resume to continue a run "
                            "or choose another --out")
-    if resume:
-        old = json.loads(stored.read_text())
-        new = json.loads(pipeline.to_json())
+    if resume:  # compared as validated pipelines: a field added since takes its default
+        old = Pipeline.from_json(stored.read_text(), str(stored)).dump()
+        new = pipeline.dump()
         diff = sorted(k for k in set(old) | set(new)
                       if k not in RESUMABLE and old.get(k) != new.get(k))
         if diff:
@@ -203,9 +100,8 @@ def search_config(pipeline: Pipeline, spec: StageBase, base: Candidate | None,
                   constraints: ConstraintSpec, budget: ScoreBudget | None) -> SearchConfig:
     """The search of one stage: the pipeline's pieces composed, nothing copied by hand."""
     task = task_of(pipeline)
-    prims = mlpgraph.load_primitives(list(pipeline.primitives)) if pipeline.primitives else []
     return SearchConfig(
-        primitives={p.name: mlpgraph.primitive_digest(p) for p in prims},
+        primitives=plugin_primitives(pipeline.plugins),
         space=pipeline.space, num_layers=pipeline.student.num_layers, stage=spec.stage,
         base=None if spec.stage == 1 or base is None else base.to_dict(),
         constraints=constraints, controller=spec.controller, fidelity=spec.fidelity,
@@ -215,13 +111,13 @@ def search_config(pipeline: Pipeline, spec: StageBase, base: Candidate | None,
 
 
 # ------------------------------------------------------------------------ stages
-def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) -> dict[str, Any]:
+def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) -> StageRecord:
     """One search stage in ``RUN_DIR/stage<n>`` (resumed if its journal exists)."""
     p, folder = ctx.pipeline, ctx.run_dir / f"stage{spec.stage}"
     done = folder / "stage.json"
     if done.is_file():
         ctx.log(f"stage {spec.stage}: already finished, reusing {done}")
-        return json.loads(done.read_text())
+        return load_stage(done)
     budget = ctx.score_budget(supernet, spec.kd_steps, no_training=spec.no_training)
     cfg = search_config(p, spec, base, ctx.constraints, budget)
     folder.mkdir(parents=True, exist_ok=True)
@@ -232,32 +128,38 @@ def run_stage(ctx: Context, spec: StageBase, base: Candidate, supernet: Path) ->
     if not result.best:
         raise SearchError(f"stage {spec.stage}: no candidate was scored successfully "
                           f"({result.stopped}); the errors are in {folder / FILENAME}")
+    record = stage_record(result, cfg, base, supernet, time.perf_counter() - t0)
+    if record.fallback is not None:
+        ctx.log(f"stage {spec.stage}: {record.fallback}")
+    done.write_text(json.dumps(record.dump(), indent=2) + "\n")
+    return record
+
+
+def stage_record(result: SearchResult, cfg: SearchConfig, base: Candidate | None,
+                 supernet: Path | str, seconds: float) -> StageRecord:
+    """What a finished stage's search hands on and reports (``stage.json``)."""
     top = result.best[0]
     winner, params, fallback = stage_winner(top, cfg)
-    if fallback is not None:
-        ctx.log(f"stage {spec.stage}: {fallback}")
-    out = {"stage": spec.stage, "seconds": time.perf_counter() - t0, "rank_by": cfg.rank_by,
-           "evaluations": result.evaluations, "proposals": result.proposals,
-           "best_score": top.score, "best_rung": top.fitness[0], "confirmed": top.confirmed,
-           "control": top.control, "delta": top.delta, "fallback": fallback,
-           "searched": top.candidate.describe(), "winner": winner.to_dict(),
-           "describe": winner.describe(), "params": params,
-           "latency_ms": top.result.latency_ms if top.result else None,
-           "base": None if spec.stage == 1 else base.to_dict(),
-           "base_score": None if spec.stage == 1 else next(
-               (e.score for e in result.history if e.candidate.id == base.id), None),
-           "dedupe": result.dedupe.to_dict(), "stopped": result.stopped,
-           "supernet": str(supernet), "constraints": result.constraints,
-           "top": [e.to_dict() for e in result.best[:5]]}
-    done.write_text(json.dumps(out, indent=2) + "\n")
-    return out
+    first = cfg.stage == 1 or base is None
+    return StageRecord(
+        stage=cfg.stage, seconds=seconds, rank_by=cfg.rank_by,
+        evaluations=result.evaluations, proposals=result.proposals, best_score=top.score,
+        best_rung=top.fitness[0], confirmed=top.confirmed, control=top.control,
+        delta=top.delta, fallback=fallback, searched=top.candidate.describe(),
+        winner=winner.to_dict(), describe=winner.describe(), params=params,
+        latency_ms=top.result.latency_ms if top.result else None,
+        base=None if first else base.to_dict(),
+        base_score=None if first else next(
+            (e.score for e in result.history if e.candidate.id == base.id), None),
+        dedupe=result.dedupe.to_dict(), stopped=result.stopped, supernet=str(supernet),
+        constraints=result.constraints, top=[e.to_dict() for e in result.best[:5]])
 
 
 def _previous_winner(run_dir: Path, stage: int) -> Candidate | None:
     for n in range(stage - 1, 0, -1):
         f = run_dir / f"stage{n}" / "stage.json"
         if f.is_file():
-            return Candidate.from_dict(json.loads(f.read_text())["winner"])
+            return Candidate.from_dict(load_stage(f).winner)
     return None
 
 
@@ -266,7 +168,7 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
                  resume: bool = False, cache_dir: str | None = None,
                  base: Candidate | None = None, progress: bool = True, log: Log = print,
                  report: bool = True, search_bar: Bar | None = None,
-                 supernet: Path | None = None) -> dict[str, Any]:
+                 supernet: Path | None = None) -> RunResults:
     """Run the whole job (module doc); return what ``RUN_DIR/results.json`` holds.
 
     ``supernet``: a warmed-up supernet folder (``warmup/stage1`` of an earlier run with the
@@ -299,20 +201,22 @@ def run_pipeline(pipeline: Pipeline, run_dir: str | Path, *, stages: list[int] |
 
         t0 = time.perf_counter()
         try:
-            out["report"] = str(write_report(run_dir))
+            out.report = str(write_report(run_dir))
         except Exception as e:  # noqa: BLE001 - the results stand; the report can be redone
-            out["report_error"] = f"{type(e).__name__}: {e}"
-            log(f"warning: the report failed ({out['report_error']}); the results are in "
+            out.report_error = f"{type(e).__name__}: {e}"
+            log(f"warning: the report failed ({out.report_error}); the results are in "
                 f"{run_dir / RESULTS}; retry with `efficientbert report {run_dir}`")
         ctx.timed("report", t0)
-        (run_dir / RESULTS).write_text(json.dumps(out, indent=2, default=str) + "\n")
+        _write_results(run_dir, out)
     return out
 
 
 def _run(ctx: Context, numbers: list[int], base: Candidate | None,
-         supernet: Path | None) -> dict[str, Any]:
+         supernet: Path | None) -> RunResults:
     pipeline, run_dir = ctx.pipeline, ctx.run_dir
     (run_dir / PIPELINE).write_text(pipeline.to_json())
+    import torch
+
     usable = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
               else os.cpu_count() or 1)
     torch.set_num_threads(max(1, min(pipeline.threads, usable)))
@@ -343,10 +247,10 @@ def _run(ctx: Context, numbers: list[int], base: Candidate | None,
         results.append(run_stage(ctx, spec, stage_base, current))
         ctx.timed(f"stage{spec.stage}", t0)
         r = results[-1]
-        ctx.log(f"stage {spec.stage}: best held-out {r['rank_by']} {r['best_score']:.4f} after "
-                f"{r['evaluations']} evaluations: {r.get('searched', r['describe'])}"
-                + (f"; hands on {r['describe']}" if handed_on(r) else ""))
-    winner = Candidate.from_dict(results[-1]["winner"])
+        ctx.log(f"stage {spec.stage}: best held-out {r.rank_by} {r.best_score:.4f} after "
+                f"{r.evaluations} evaluations: {r.searched}"
+                + (f"; hands on {r.handed_on}" if r.handed_on else ""))
+    winner = Candidate.from_dict(results[-1].winner)
     t0 = time.perf_counter()
     final = final_compare(ctx, winner, first if pipeline.final.init == "warmup" else current)
     ctx.timed("final", t0)
@@ -354,12 +258,15 @@ def _run(ctx: Context, numbers: list[int], base: Candidate | None,
     one_time = sum(ctx.timings.get(k, 0.0) for k in ("assets", "teacher",
                                                       "teacher_output_caches"))
     ctx.timings["job_excluding_one_time"] = ctx.timings["total"] - one_time
-    out = {"format": FORMAT, "run_dir": str(run_dir), "pipeline": pipeline.dump(),
-           "stages_run": [s.stage for s in chosen],
-           "constraints": {**ctx.constraints.dump(), "window_seeds": ctx.window_seeds},
-           "stages": results, "final": final, "timings": ctx.timings, **ctx.info,
-           "machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
-                       "threads": torch.get_num_threads(),
-                       "workers": pipeline.executor.workers}}
-    (run_dir / RESULTS).write_text(json.dumps(out, indent=2, default=str) + "\n")
+    out = RunResults(
+        run_dir=str(run_dir), pipeline=pipeline.dump(), stages_run=[s.stage for s in chosen],
+        constraints={**ctx.constraints.dump(), "window_seeds": ctx.window_seeds},
+        stages=results, final=final, timings=ctx.timings, **ctx.info,
+        machine={"cpus": os.cpu_count(), "torch": torch.__version__,
+                 "threads": torch.get_num_threads(), "workers": pipeline.executor.workers})
+    _write_results(run_dir, out)
     return out
+
+
+def _write_results(run_dir: Path, results: RunResults) -> None:
+    (run_dir / RESULTS).write_text(json.dumps(results.dump(), indent=2) + "\n")

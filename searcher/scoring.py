@@ -1,12 +1,12 @@
 """The one door to knowledge distillation: a *scorer* and what it returns.
 
 The search reaches KD only through ``scorer(spec, budget)``, normally
-``distill.score.score`` with a ``distill.score.ScoreBudget``. Any callable of that shape
+``distill.scoring.score`` with a ``distill.scoring.ScoreBudget``. Any callable of that shape
 works (tests use cheap deterministic stand-ins). It must be picklable (a module-level
 function, a ``functools.partial`` of one, or an instance of a module-level class) to run
 in worker processes.
 
-The result may be a ``distill.result.ScoreResult`` (what ``distill.score.score`` returns), a
+The result may be a ``distill.result.ScoreResult`` (what ``distill.scoring.score`` returns), a
 mapping or object with ``score`` or ``metrics`` (``params``, ``latency_ms`` and ``diverged``
 are read when present), or a plain number (metric ``score``); the search turns it into a
 ``ScoreResult`` (:meth:`~distill.result.ScoreResult.coerce`) and ranks by the metric its

@@ -42,3 +42,28 @@ def test_an_unexpected_error_shows_its_traceback(capsys, monkeypatch):
     assert main(["paper"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "error: failed (KeyError)" in err
+
+
+def test_run_help_says_plugins_run_code(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--plugins FILE.py|MODULE, --primitives FILE.py|MODULE" in out
+    assert "runs with your permissions, by design" in out
+    assert "--set PATH=VALUE" in out and "sets executor.workers: parallel scorer calls" in out
+
+
+def test_the_run_module_has_no_second_entry_point():
+    """``efficientbert`` is the one entry point (searcher/cli.py imports cli_run, never the
+    other way round)."""
+    import ast
+    from pathlib import Path
+
+    import searcher.cli_run as cli_run
+
+    assert not hasattr(cli_run, "main")
+    tree = ast.parse(Path(cli_run.__file__).read_text())
+    imports = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not [n for n in imports if n.level == 1 and n.module == "cli"]

@@ -31,13 +31,12 @@ from mlpgraph.compiler import (
     count_kernels,
     inherit_weights,
     inspect_inductor,
-    load_exported,
     resolve_device,
-    save_exported,
     set_compile_cache_size,
 )
 from mlpgraph.errors import BackendError, WidthError
-from mlpgraph.ir import Graph, Width
+from mlpgraph.graph import Graph
+from mlpgraph.ir import Width
 from mlpgraph.module import MLPModule
 from tests.conftest import GLU_EXPRESSIONS, PAPER_EXPRESSIONS, STANDARD_FFN
 
@@ -290,20 +289,6 @@ def test_state_dict_round_trip_and_write_through() -> None:
     assert set(c.state_dict()) == set(a.state_dict())
     c.load_state_dict(a.state_dict())  # writes into the supernet's slice
     torch.testing.assert_close(big["W1"].weight[:K, :D], a.W1.weight)
-
-
-def test_export_save_load(tmp_path) -> None:
-    m = compile_graph(PAPER_EXPRESSIONS[4], D, K, "export", weights=_supernet(D, 30))
-    path = save_exported(m, tmp_path / "l5.pt2")
-    loaded = load_exported(path)
-    assert set(loaded.state_dict()) == {"W1.weight", "W1.bias", "W2.weight", "W2.bias"}
-    assert str(loaded.mlp_graph) == str(m.mlp_graph)
-    for lead in SHAPES:
-        x = torch.randn(*lead, D)
-        torch.testing.assert_close(loaded(x), m(x))
-        assert loaded(x).shape == (*lead, D)
-    with pytest.raises(BackendError, match="made by mlpgraph.compile"):
-        save_exported(torch.nn.Linear(2, 2), tmp_path / "x.pt2")
 
 
 # ------------------------------------------------------------------ the backend registry

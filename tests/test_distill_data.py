@@ -18,22 +18,18 @@ import pytest
 
 from distill import assets
 from distill.assets import MANIFEST, AssetSpec, ensure_asset, offline_env
-from distill.data import (
-    GLUE_TASKS,
+from distill.data import get_task_spec, tokenize_task
+from distill.errors import DataFormatError, DatasetUnavailableError, MissingAssetError
+from distill.glue import GLUE_TASKS, load_glue
+from distill.metrics import squad_v1_metrics
+from distill.sentiment import (
     austen_sentences,
-    get_task_spec,
     iter_unlabeled_text,
-    load_glue,
     load_sentiment_task,
-    load_squad,
     make_sentiment_task,
     parse_rating_file,
-    postprocess_squad_predictions,
-    tokenize_squad,
-    tokenize_task,
 )
-from distill.errors import DataFormatError, DatasetUnavailableError, MissingAssetError
-from distill.metrics import squad_v1_metrics
+from distill.squad import load_squad, postprocess_squad_predictions, tokenize_squad
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "cat", "dog", "sat", "on",
          "mat", "where", "did", "what", "is", "?", ".", ",", "film", "fun", "dull", "was",

@@ -118,7 +118,7 @@ def test_a_finished_final_training_is_found_through_a_symlinked_run_folder(tmp_p
     recipe (here another seed) gets another key."""
     from types import SimpleNamespace
 
-    from distill.score import ScoreBudget
+    from distill.scoring import ScoreBudget
     from searcher.final import _done_path
 
     real = tmp_path / "w1"
@@ -262,3 +262,134 @@ def test_a_folder_holding_something_else_is_refused(tmp_path, capsys):
     code, err = _run(["--out", str(tmp_path)], capsys)
     assert code == 2 and "already holds other files" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+# ----------------------------------------------------------------- one config style
+def _properties(schema: dict) -> list[tuple[str, dict]]:
+    out = [(f"Pipeline.{k}", v) for k, v in schema["properties"].items()]
+    for name, d in schema["$defs"].items():
+        out += [(f"{name}.{k}", v) for k, v in d.get("properties", {}).items()]
+    return out
+
+
+@pytest.mark.parametrize("schema", [pipeline_schema(), SearchConfig.model_json_schema()])
+def test_every_field_is_described_in_the_schema(schema):
+    undescribed = [name for name, prop in _properties(schema) if not prop.get("description")]
+    assert not undescribed
+
+
+def test_config_fields_lists_every_leaf_with_its_description(capsys):
+    from searcher.config_base import field_rows
+
+    rows = list(field_rows(quick_preset()))
+    assert all(what for _, _, what in rows)
+    paths = {p: v for p, v, _ in rows}
+    assert paths["stages[0].controller.evaluations"] == 14 and paths["executor.workers"] == 2
+    assert main(["config", "--fields"]) == 0
+    out = capsys.readouterr().out
+    assert "stages[2].rewarm.own_share=0.5\n    'mixed' pool" in out
+
+
+def test_kinds_and_names_come_from_their_registries():
+    from mlpgraph.backends import BACKENDS
+    from searcher.controller import CONTROLLERS
+    from searcher.workers import EXECUTORS
+
+    props = dict(_properties(pipeline_schema()))
+    assert props["ControllerSpec.kind"]["enum"] == list(CONTROLLERS)
+    assert props["ExecutorSpec.kind"]["enum"] == list(EXECUTORS)
+    assert props["Pipeline.backend"]["enum"] == list(BACKENDS)
+    with pytest.raises(SearchConfigError, match=r"^executor\.kind: unknown executor 'gpu'; "
+                                                r"choose one of inline, local, ray"):
+        Pipeline.load({"executor": {"kind": "gpu"}})
+    with pytest.raises(SearchConfigError, match=r"^stages\[0\]\.controller\.kind: unknown "
+                                                r"controller 'evolutoin'; choose one of"):
+        Pipeline.load({"stages": [{"stage": 1, "controller": {"kind": "evolutoin"}}]})
+    with pytest.raises(SearchConfigError, match=r"mutation_weights: unknown mutation\(s\) "
+                                                r"\['swap'\]; declared: replace_op"):
+        ControllerSpec.load({"mutation_weights": {"swap": 1.0}})
+    with pytest.raises(SearchConfigError, match="^backend: unknown backend 'tvm'; choose one "
+                                                "of eager"):
+        Pipeline.load({"backend": "tvm"})
+
+
+def test_ranked_metrics_are_declared_metrics():
+    """rank_by and tie_break name declared metrics (their direction is known): a misspelled
+    one is refused with the known names; a newly declared one is accepted."""
+    from distill import register_metric
+    from distill.metrics import METRICS
+
+    with pytest.raises(SearchConfigError, match=r"^score\.rank_by: unknown metric 'kd_los'; "
+                                                r"known: .*kd_loss"):
+        Pipeline.load({"score": {"rank_by": "kd_los"}})
+    with pytest.raises(SearchConfigError, match="^tie_break: unknown metric 'kl'"):
+        SearchConfig.load({"constraints": {"student_config": None, "hidden": 8},
+                           "tie_break": "kl"})
+    assert Pipeline.load({"score": {"rank_by": None, "tie_break": None}}).score.rank_by is None
+    register_metric("my_loss_t1", higher_is_better=False, description="a test's loss")
+    try:
+        assert Pipeline.load({"score": {"rank_by": "my_loss_t1"}}).score.rank_by == "my_loss_t1"
+    finally:
+        del METRICS["my_loss_t1"]
+
+
+def test_set_changes_one_field_by_its_path():
+    from searcher.config_base import parse_setting, with_settings
+
+    p = quick_preset()
+    assert parse_setting("seed=3") == ("seed", 3)
+    assert parse_setting("device=cpu") == ("device", "cpu")
+    assert parse_setting("score.tie_break=null") == ("score.tie_break", None)
+    assert parse_setting('space={"base": "paper"}') == ("space", {"base": "paper"})
+    q = with_settings(p, [parse_setting(t) for t in (
+        "stages[0].controller.evaluations=30", "stages.1.kd_steps=7",
+        "stages[0].controller.mutation_weights.swap_operands=0", "executor.kind=inline",
+        "student.hidden=100", "student.heads=10")])  # validated once: these fit together
+    assert q.stages[0].controller.evaluations == 30 and q.stages[1].kd_steps == 7
+    assert q.stages[0].controller.mutation_weights == {"swap_operands": 0}
+    assert (q.executor.kind, q.student.hidden, q.student.heads) == ("inline", 100, 10)
+    assert with_settings(p, []) is p and p == quick_preset()  # the original is unchanged
+    for text, error in (
+            ("stages[0].controller.evalutions=3", r"^stages\[0\]\.controller\.evalutions: "
+             r"ControllerSpec has no field 'evalutions'; its fields: kind, evaluations"),
+            ("stages[5].kd_steps=3", r"^stages\[5\]: give an index 0\.\.2 \(it has 3"),
+            ("stages[0].rewarm.task_steps=3", r"^stages\[0\]\.rewarm: is null, not an object"),
+            ("space.base=paper", r"^space: is a str, not an object"),
+            ("stages[0].controller.crossover=mixed", r"^stages\[0\]\.controller\.crossover: "
+             r"Input should be 'genes' or 'subtree'"),
+            ("seed=three", r"^seed: Input should be a valid integer"),
+            ("stages[0]..kind=3", r"is not a field path"),
+            ("seed", r"^--set: 'seed' is not PATH=VALUE")):
+        with pytest.raises(SearchConfigError, match=error):
+            with_settings(p, [parse_setting(text)])
+
+
+def test_flags_are_aliases_of_set_paths():
+    """Each common flag is ``--set`` on its path, through the same mechanism; ``--set``
+    comes last, so it wins."""
+    from searcher.cli_run import FLAG_PATHS, pipeline_of
+    from searcher.config_base import with_settings
+
+    flags = {"--seed": "4", "--threads": "3", "--device": "cpu", "--task": "sst2",
+             "--space": '{"base": "paper", "add": []}', "--final-seeds": "5",
+             "--executor": "inline", "--workers": "3", "--address": "auto"}
+    assert set(flags) == set(FLAG_PATHS)
+    args = build_parser().parse_args(["run", *[x for kv in flags.items() for x in kv]])
+    values = {"--seed": 4, "--threads": 3, "--device": "cpu", "--task": "sst2",
+              "--space": {"base": "paper", "add": []}, "--final-seeds": 5,
+              "--executor": "inline", "--workers": 3, "--address": "auto"}
+    want = with_settings(quick_preset(), [(FLAG_PATHS[f][0], v) for f, v in values.items()])
+    assert pipeline_of(args) == want
+    assert (want.final.seeds, want.executor.workers, want.executor.address) == (5, 3, "auto")
+    args = build_parser().parse_args(["run", "--seed", "4", "--set", "seed=9"])
+    assert pipeline_of(args).seed == 9
+    assert pipeline_of(build_parser().parse_args(["run"])) == quick_preset()
+
+
+def test_a_setting_added_later_at_its_default_is_no_difference():
+    a = SearchConfig.load({"constraints": {"student_config": None, "hidden": 8}})
+    old = a.dump()
+    del old["constraints"]["latency_backend"]  # written before the field existed
+    assert a.differences(old) == []
+    b = a.but(constraints={**a.constraints.dump(), "latency_backend": "torchscript"})
+    assert b.differences(old) == ["constraints.latency_backend"]

@@ -11,6 +11,7 @@ import pytest
 from searcher import run as run_module
 from searcher.cli import main
 from searcher.config import ControllerSpec, ExecutorSpec, FidelitySpec, Rung
+from searcher.results import MetricRef, load_results
 from searcher.run import run_pipeline
 from searcher.run_config import (
     FinalSpec,
@@ -54,49 +55,53 @@ def test_tiny_run_end_to_end(tmp_path, tiny_task, teacher_dir):
     p = tiny_pipeline(tiny_task, teacher_dir)
     res = run_pipeline(p, tmp_path / "run", cache_dir=str(tmp_path / "cache"), progress=False,
                        log=lambda s: None)
-    assert [s["stage"] for s in res["stages"]] == [1, 2, 3]
-    assert all(s["rank_by"] == "kd_loss" for s in res["stages"])
-    s1 = res["stages"][0]  # promoted to rung 1, confirmed on a fresh seed, with its control
-    assert s1["best_rung"] == 1 and s1["confirmed"] is not None and s1["control"] is not None
-    final = res["final"]
-    assert final["splits"] == {"eval": "heldout", "test": "test"} and final["seeds"] == 2
-    assert final["winner"]["params"] == final["baseline"]["params"]
-    for key in ("winner", "baseline", "equal_params", "teacher"):
-        assert set(final[key]["test"]) >= {"accuracy", "f1"}
-    comp = final["comparison"]
-    assert {"kd_loss", "teacher_kl", "test/accuracy", "accuracy"} <= set(comp)
-    for c in comp.values():
-        assert len(c["winner"]) == len(c["baseline"]) == 2 and c["seeds"] == 2
-        assert c["ci95"][0] <= c["delta_mean"] <= c["ci95"][1]
-    assert "comparison_equal_params" in final and "comparison_fixed1" in final
+    assert [s.stage for s in res.stages] == [1, 2, 3]
+    assert all(s.rank_by == "kd_loss" for s in res.stages)
+    s1 = res.stages[0]  # promoted to rung 1, confirmed on a fresh seed, with its control
+    assert s1.best_rung == 1 and s1.confirmed is not None and s1.control is not None
+    final = res.final
+    assert final.splits == {"eval": "heldout", "test": "test"} and final.seeds == 2
+    models = final.models
+    assert models["winner"].params == models["baseline"].params
+    for key in ("winner", "baseline", "equal_params"):
+        assert set(models[key].test) >= {"accuracy", "f1"}
+    assert set(final.teacher.test) >= {"accuracy", "f1"}
+    comp = final.contrast("baseline")
+    assert {(c.metric.name, c.metric.split) for c in comp.comparisons} >= {
+        ("kd_loss", None), ("teacher_kl", None), ("accuracy", "test"), ("accuracy", None)}
+    for c in comp.comparisons:
+        assert len(c.a) == len(c.b) == 2 and c.seeds == 2
+        assert c.ci95[0] <= c.delta_mean <= c.ci95[1]
+    assert {c.other for c in final.contrasts} == {"baseline", "equal_params", "fixed1"}
     for key in ("baseline", "equal_params", "fixed1"):  # saved, or the same model as another
-        assert (Path(final[key]["folder"]) / "model.safetensors").is_file()
-        assert final["same_as"].get(key, key) == Path(final[key]["folder"]).name
-    assert final["fixed1"]["expressions"] == ["tanh(W2(gelu(W1(x))))"] * 2
-    assert not res["teacher"]["reused"] and not res["caches"]["reused"]
+        assert (Path(models[key].folder) / "model.safetensors").is_file()
+        assert (models[key].same_as or key) == Path(models[key].folder).name
+    assert models["fixed1"].expressions == ["tanh(W2(gelu(W1(x))))"] * 2
+    assert not res.teacher["reused"] and not res.caches["reused"]
     for f in ("results.json", "pipeline.json", "student_config.json", "winner/config.json",
               "winner/candidate.json", "winner/tokenizer.json", "winner/model.safetensors",
               "report/index.html", "stage3/journal.sqlite", "warmup/stage3/model.safetensors"):
         assert (tmp_path / "run" / f).is_file(), f
     assert not (tmp_path / "run" / "FAILED.json").exists()
-    assert json.loads((tmp_path / "run" / "results.json").read_text())["final"] == final
+    assert load_results(tmp_path / "run" / "results.json").final == final
     page = (tmp_path / "run" / "report" / "index.html").read_text()
     assert "searched winner" in page and "standard FFN, same shape" in page
     # the same seed again, resumed: every finished step is reused, the result is the same
     again = run_pipeline(p, tmp_path / "run", resume=True, cache_dir=str(tmp_path / "cache"),
                          progress=False, log=lambda s: None)
-    assert again["final"]["winner"]["test"] == final["winner"]["test"]
-    assert again["teacher"]["reused"] and again["caches"]["reused"]
+    assert again.final.models["winner"].test == models["winner"].test
+    assert again.teacher["reused"] and again.caches["reused"]
     # more final seeds on resume: only the new seed's students train, the old ones are kept
     kept = sorted((tmp_path / "run" / "final").iterdir())
-    trained = len(set(final["same_as"].get(k, k) for k in ("winner", "baseline", "equal_params",
-                                                             "fixed1")))
+    trained = len({models[k].same_as or k for k in ("winner", "baseline", "equal_params",
+                                                    "fixed1")})
     assert len(kept) == 2 * trained
     more = run_pipeline(p.but(final=p.final.but(seeds=3)), tmp_path / "run", resume=True,
                         cache_dir=str(tmp_path / "cache"), progress=False, log=lambda s: None)
     assert len(list((tmp_path / "run" / "final").iterdir())) == 3 * trained
-    comp = more["final"]["comparison"]["kd_loss"]
-    assert comp["seeds"] == 3 and comp["winner"][:2] == final["comparison"]["kd_loss"]["winner"]
+    kd = MetricRef(name="kd_loss")
+    c3 = more.final.contrast("baseline").get(kd)
+    assert c3.seeds == 3 and c3.a[:2] == comp.get(kd).a
     assert json.loads((tmp_path / "run" / "pipeline.json").read_text())["final"]["seeds"] == 3
 
 
@@ -167,7 +172,7 @@ def test_user_files_and_a_user_primitive_end_to_end(tmp_path, teacher_dir):
     run = tmp_path / "run"
     res = run_pipeline(p, run, stages=[1], cache_dir=str(tmp_path / "cache"), progress=False,
                        log=lambda s: None)
-    assert res["task"]["final_split"] == "test" and res["task"]["search_split"] == "validation"
+    assert res.task["final_split"] == "test" and res.task["search_split"] == "validation"
     from searcher.journal import Journal
 
     with Journal.in_folder(run / "stage1") as j:

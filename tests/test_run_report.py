@@ -15,24 +15,40 @@ from pathlib import Path
 import pytest
 from test_search_support import nested
 
+from distill import ScoreResult
 from mlpgraph import drawing
 from searcher.candidate import Candidate
 from searcher.cli import main
 from searcher.config import SearchConfig
+from searcher.errors import RunFolderError
 from searcher.report import draw_lineage, lineage_dot, lineage_panels, load_sections, write_report
+from searcher.results import (
+    Comparison,
+    Contrast,
+    FinalRecord,
+    Latency,
+    MetricRef,
+    ModelRow,
+    RunResults,
+    StageRecord,
+    TeacherRow,
+    load_results,
+    results_schema,
+)
+from searcher.run import stage_record
 from searcher.search import run_search
 from searcher.summary import summarize
 
 
-def stand_in_score(spec, budget) -> dict:
+def stand_in_score(spec, budget) -> ScoreResult:
     """Deterministic pseudo-accuracy from the expressions and widths (UNIT TESTS ONLY)."""
     s = 0.0
-    for graph, stacks, d_inner in spec.layers:
-        h = int(hashlib.sha256(str(graph).encode()).hexdigest()[:8], 16) / 2**32
-        s += 0.5 * h + 0.04 * math.log(stacks * d_inner)
-    width = sum(st * k for _, st, k in spec.layers)
-    return {"score": s / len(spec.layers), "params": 5000 + 70 * width,
-            "latency_ms": 1.0 + 0.01 * width}
+    for layer in spec.layers:
+        h = int(hashlib.sha256(str(layer.graph).encode()).hexdigest()[:8], 16) / 2**32
+        s += 0.5 * h + 0.04 * math.log(layer.stacks * layer.d_inner(spec.hidden))
+    width = sum(g.stacks * g.d_inner(spec.hidden) for g in spec.layers)
+    return ScoreResult({"score": s / len(spec.layers)}, params=5000 + 70 * width,
+                       latency_ms=1.0 + 0.01 * width)
 
 
 def tiny_config(stage: int, base: Candidate | None = None, **kw) -> SearchConfig:
@@ -49,10 +65,11 @@ def synthetic_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("run")
     base = None
     for stage in (1, 2, 3):
-        res = run_search(tiny_config(stage, base), stand_in_score, root / f"stage{stage}")
+        cfg = tiny_config(stage, base)
+        res = run_search(cfg, stand_in_score, root / f"stage{stage}")
+        record = stage_record(res, cfg, base, "supernet", 1.0)
         base = res.best[0].candidate
-        (root / f"stage{stage}" / "stage.json").write_text(json.dumps(
-            {"stage": stage, "dedupe": res.dedupe.to_dict()}))
+        (root / f"stage{stage}" / "stage.json").write_text(json.dumps(record.dump()))
     return root
 
 
@@ -102,7 +119,7 @@ def test_report_shows_the_summary_rows(synthetic_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(synthetic_run, run)
     results = fake_results(str(run))
-    (run / "results.json").write_text(json.dumps(results))
+    (run / "results.json").write_text(json.dumps(results.dump()))
     page = write_report(run).read_text()
     s = summarize(results)
     for table in s.tables:
@@ -141,52 +158,79 @@ def test_report_shows_the_searched_best_and_the_fallback(synthetic_run, tmp_path
     assert "Handed on instead" not in page and info["fallback"] in page
 
 
-def _comp(w: list[float], b: list[float], name: str) -> dict:
-    from distill.stats import paired, verdict
+def _comp(w: list[float], b: list[float], name: str, split: str | None = None) -> Comparison:
+    from distill import metric, paired, verdict
 
+    ref = MetricRef(name=name, split=split)
     p = paired(w, b)
-    return {"winner": w, "baseline": b, "delta_mean": p.delta_mean, "ci95": list(p.ci95),
-            "seeds": p.n, "verdict": verdict(p, name, "winner", "baseline",
-                                             higher_is_better=name != "kd_loss")}
+    up = metric(name).higher_is_better
+    return Comparison(metric=ref, higher_is_better=up, a=w, b=b, delta_mean=p.delta_mean,
+                      ci95=p.ci95, seeds=p.n,
+                      verdict=verdict(p, ref.label, "winner", "baseline", higher_is_better=up))
 
 
-def fake_results(run_dir: str) -> dict:
+def _model(role: str, test: dict) -> ModelRow:
     acc = {"accuracy": 0.8, "f1": 0.79}
-    row = {"params": 10, "latency_ms": 1.5, "eval": acc, "test": acc, "kd": {"kd_loss": 2.0}}
-    return {"run_dir": run_dir, "timings": {"total": 600, "job_excluding_one_time": 540,
-                                            "teacher": 1, "warmup": 60},
-            "teacher": {"reused": True}, "caches": {"reused": True},
-            "stages": [{"stage": 1, "evaluations": 4, "best_score": 0.7, "base_score": None,
-                        "rank_by": "kd_loss", "dedupe": {"hit_rate": 0.25}, "seconds": 30,
-                        "describe": "W2 @ 1x1"}],
-            "final": {"splits": {"eval": "heldout", "test": "test"}, "seeds": 3,
-                      "metrics": ["accuracy", "f1"],
-                      "teacher": {"params": 10, "latency_ms": 1.5, "eval": acc, "test": acc},
-                      "winner": {**row, "test": {"accuracy": 0.81, "f1": 0.8}},
-                      "baseline": row,
-                      "comparison": {
-                          "kd_loss": _comp([1.9, 1.85, 1.8], [2.0, 1.95, 1.92], "kd_loss"),
-                          "test/accuracy": _comp([0.81, 0.8, 0.82], [0.8, 0.81, 0.8],
-                                                 "test/accuracy")}}}
+    return ModelRow(role=role, describe="W2 @ 1x1", expressions=["W2(gelu(W1(x)))"], params=10,
+                    mlp_mflops=1.0, latency=Latency(batch1_ms=1.5, batch32_ms=9.0),
+                    diverged=False, kd_steps=3, eval=acc,
+                    test=test, kd={"kd_loss": 2.0, "teacher_kl": 0.1}, per_seed=[],
+                    folder="f")
+
+
+def fake_results(run_dir: str) -> RunResults:
+    acc = {"accuracy": 0.8, "f1": 0.79}
+    stage = StageRecord(stage=1, seconds=30, rank_by="kd_loss", evaluations=4, proposals=5,
+                        best_score=0.7, best_rung=0, confirmed=None, control=None, delta=None,
+                        fallback=None, searched="W2 @ 1x1", winner={}, describe="W2 @ 1x1",
+                        params=10, latency_ms=None, base=None, base_score=None,
+                        dedupe={"hit_rate": 0.25}, stopped="done", supernet="s",
+                        constraints={}, top=[])
+    final = FinalRecord(
+        splits={"eval": "heldout", "test": "test"}, seeds=3, metrics=["accuracy", "f1"],
+        recipe={}, teacher=TeacherRow(params=10, latency=None, folder="t", eval=acc, test=acc),
+        models={"winner": _model("winner", {"accuracy": 0.81, "f1": 0.8}),
+                "baseline": _model("baseline", acc)},
+        contrasts=[Contrast(other="baseline", comparisons=[
+            _comp([1.9, 1.85, 1.8], [2.0, 1.95, 1.92], "kd_loss"),
+            _comp([0.81, 0.8, 0.82], [0.8, 0.81, 0.8], "accuracy", "test")])])
+    return RunResults(run_dir=run_dir, pipeline={}, stages_run=[1], constraints={},
+                      timings={"total": 600, "job_excluding_one_time": 540, "teacher": 1,
+                               "warmup": 60},
+                      teacher={"reused": True}, caches={"reused": True}, stages=[stage],
+                      final=final)
 
 
 def test_summary_rows():
     s = summarize(fake_results("r"))
     facts = dict(s.facts)
     assert "reused" in facts["teacher"] and "9.0 min" in facts["wall time"]
-    stages, final, comp = s.tables
+    final, comp, stages = s.tables
     assert stages.header[2] == "best held-out kd_loss"
     assert stages.rows[0][:3] == ["stage 1", 4, 0.7]
-    assert final.header[-2:] == ["TEST accuracy", "TEST f1"]
+    assert final.header[1:3] == ["TEST accuracy", "TEST f1"]  # the user's metric leads
     assert [r[0] for r in final.rows] == ["teacher (fine-tuned)", "searched winner",
                                           "standard FFN, same shape"]
-    assert final.rows[1][-2:] == [0.81, 0.8] and final.rows[1][4] == 2.0
-    assert [r[0] for r in comp.rows] == ["kd_loss", "test/accuracy"]
-    assert comp.rows[0][3] == pytest.approx(-0.32 / 3)
-    lines = s.verdict.split("\n")
-    assert lines[0].startswith("kd_loss: winner - baseline = -0.1067 over 3 paired seed(s)")
-    assert "winner is better than baseline (the interval excludes 0)" in lines[0]
-    assert "no difference detected" in lines[1]
+    assert final.rows[1][1:3] == [0.81, 0.8] and final.rows[1][-2:] == [2.0, 0.1]
+    assert final.rows[1][3:5] == [1.5, 9.0]  # latency at batch 1 and 32
+    assert [r[0] for r in comp.rows] == ["test accuracy", "kd_loss"]  # test first
+    assert comp.rows[1][3] == pytest.approx(-0.32 / 3)
+    assert s.verdicts[0].startswith("test accuracy: winner - baseline = +0.0067 over 3 paired")
+    assert "no difference detected" in s.verdicts[0]
+    assert s.verdicts[1].startswith("size: the winner has 10 parameters")
+    assert s.verdicts[2].startswith("(diagnostic) kd_loss: winner - baseline = -0.1067")
+    assert "winner is better than baseline (the interval excludes 0)" in s.verdicts[2]
+
+
+def test_results_round_trip_and_refuse_other_formats(tmp_path):
+    path = tmp_path / "results.json"
+    res = fake_results("r")
+    path.write_text(json.dumps(res.dump()))
+    assert load_results(path) == res
+    assert "properties" in results_schema() and "final" in results_schema()["properties"]
+    path.write_text(json.dumps({**res.dump(), "format": "efficientbert.run/2"}))
+    with pytest.raises(RunFolderError, match=r"format 'efficientbert.run/2'.*--resume"):
+        load_results(path)
 
 
 # ------------------------------------------------------------------------- lineage
@@ -274,7 +318,7 @@ def test_lineage_with_a_loop_is_drawn_without_it(tmp_path):
         return JournalRow(0, 0, cid, cand, "evaluated", None, 1, 1.0, score, 0, [ev], 0.0, 1.0)
 
     sec = Section("stage 1", tmp_path, [row("aaaa", ["bbbb"], 0.9), row("bbbb", ["aaaa"], 0.5)],
-                  [], {"rank_by": "accuracy"}, {})
+                  [], {"rank_by": "accuracy"}, None)
     panels, _ = lineage_panels([sec])
     assert [(e.src, e.dst) for e in panels[0].edges] == [("0:bbbb", "0:aaaa")]
     assert "1 edge(s) back to a descendant omitted" in panels[0].notes[0]

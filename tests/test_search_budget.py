@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 import mlpgraph
-from distill.config import load_config
-from distill.result import ScoreResult, higher_is_better
-from distill.student import count_parameters
+from distill import ScoreResult, count_parameters, load_config, metric
+from mlpgraph import MLPLayer, parse_ratio
 from searcher.budget import (
     Constraints,
     LatencyMeter,
@@ -19,8 +18,8 @@ from searcher.budget import (
     dominates,
     pareto_front,
 )
-from searcher.candidate import Candidate, LayerGene, parse_ratio, uniform_candidate
-from searcher.config import Rung
+from searcher.candidate import Candidate, uniform_candidate
+from searcher.config import ConstraintSpec, Rung
 from searcher.dedupe import Deduper, functional_key
 from searcher.errors import SearchConfigError
 from searcher.fidelity import SEED_STRIDE, rung_budget
@@ -28,7 +27,7 @@ from searcher.scoring import EvalBudget
 
 
 def _cand(*exprs: str, s: int = 1, r: str = "1/2") -> Candidate:
-    return Candidate(tuple(LayerGene(mlpgraph.parse(e), s, parse_ratio(r)) for e in exprs))
+    return Candidate(tuple(MLPLayer(mlpgraph.parse(e), s, parse_ratio(r)) for e in exprs))
 
 
 def test_dedupe_hits_equal_keys_and_equal_fingerprints():
@@ -56,9 +55,8 @@ def test_dedupe_hits_equal_keys_and_equal_fingerprints():
 def test_param_counter_matches_distill_and_window_filters():
     cfg = load_config("efficientbert_paper")
     counter = ParamCounter.from_student_config("efficientbert_paper")
-    layers = tuple(LayerGene(spec.graph, spec.stacks, parse_ratio(f"{spec.d_inner}/540"))
-                   for spec in cfg.layers)
-    paper = Candidate(layers)
+    paper = Candidate(tuple(cfg.layers))
+    assert all(isinstance(g, MLPLayer) for g in paper.layers)
     assert counter(paper) == count_parameters(cfg)["total"]
     assert 15_000_000 <= counter(paper) <= 16_000_000  # the paper's window holds its model
     window = ParamWindow(15_000_000, 16_000_000)
@@ -93,6 +91,21 @@ def test_latency_budget_and_cache():
     assert LatencyMeter(32, tokens=16, cache=timed.cache)(_cand("W2(gelu(W1(x)))")) == seen[0]
 
 
+def test_the_latency_meter_uses_the_configured_backend():
+    """The constraints' meter compiles with ``latency_backend`` (the pipeline's ``backend``):
+    another backend is another measurement (its own cache key), and an unknown one is
+    refused with the declared names."""
+    spec = ConstraintSpec(student_config=None, hidden=32, latency_budget=1.0,
+                          latency_backend="torchscript", latency_proxy="flops")
+    meter = Constraints.from_spec(spec).latency
+    assert meter is not None and meter.backend == "torchscript"
+    gene = _cand("W2(gelu(W1(x)))").layers[0]
+    eager = LatencyMeter(32, proxy="flops")
+    assert meter.key(gene) == eager.key(gene).replace("|eager|", "|torchscript|")
+    with pytest.raises(SearchConfigError, match="latency_backend: unknown backend 'tvm'.*eager"):
+        ConstraintSpec.load({**spec.dump(), "latency_backend": "tvm"})
+
+
 def test_pareto_front():
     pts = {"a": (0.9, -10, -5), "b": (0.8, -5, -5), "c": (0.7, -12, -6), "d": (0.9, -10, -5),
            "e": (0.95, -20, -9)}
@@ -103,14 +116,6 @@ def test_pareto_front():
     assert dominates(((1, 0.5), -3), ((0, 0.9), -3))
 
 
-@dataclass
-class _Result:
-    score: float
-    params: int
-    latency_ms: float
-    diverged: bool = False
-
-
 @dataclass(frozen=True)
 class _Budget:
     kd_steps: int = 200
@@ -119,19 +124,14 @@ class _Budget:
 
 
 def test_scorer_results_and_budgets_normalize():
-    r = ScoreResult.coerce(_Result(0.8, 100, 2.5))
-    assert (r.value("score"), r.params, r.latency_ms, r.diverged) == (0.8, 100, 2.5, False)
-    assert ScoreResult.coerce(_Result(float("-inf"), 1, 1.0, True)).value("score") is None
-    assert ScoreResult.coerce(0.5).value("score") == 0.5
-    assert ScoreResult.coerce(float("nan")).diverged
-    assert ScoreResult.coerce({"score": 0.7, "latency": 3}).latency_ms == 3.0
     full = ScoreResult({"accuracy": 0.9, "kd_loss": 1.5}, 10, 2.0, 40, 1.0, False, 1.7)
-    assert ScoreResult.coerce(full) is full
     assert ScoreResult.from_dict(full.to_dict()) == full
-    assert ScoreResult.coerce({"metrics": {"accuracy": 0.7}}).value("accuracy") == 0.7
-    with pytest.raises(TypeError, match="no numeric 'score' or 'metrics'"):
-        ScoreResult.coerce({"accuracy": 0.7})
-    assert (higher_is_better("accuracy"), higher_is_better("kd_loss")) == (True, False)
+    assert (full.value("accuracy"), full.value("score")) == (0.9, None)
+    gone = ScoreResult({"kd_loss": float("nan")}, 10)
+    assert gone.value("kd_loss") is None
+    assert ScoreResult({"kd_loss": 1.0}, diverged=True).value("kd_loss") is None
+    assert (metric("accuracy").higher_is_better, metric("kd_loss").higher_is_better) == \
+        (True, False)
     assert rung_budget(None, Rung(steps=40), 2, 1) == EvalBudget(1, 40, 2)
     assert rung_budget(_Budget(), Rung(steps=50), 0, 0) == _Budget(kd_steps=50)
     assert rung_budget(_Budget(), Rung(steps=None), 0, 0) == _Budget()

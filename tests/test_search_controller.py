@@ -62,3 +62,54 @@ def test_aging_islands_and_migration():
     assert [f[1] for _, f in ev.pops[0]] == [10.0, 12.0, 14.0, 15.0]
     assert [f[1] for _, f in ev.pops[1]] == [11.0, 13.0, 15.0, 14.0]
     assert ev.pops[0][-1][0].id == first[15].id
+
+
+def test_kinds_are_declared_once_with_their_options():
+    """``@controller`` registers a class under its kind; its options are the keyword-only
+    parameters its constructor adds, and ``ControllerSpec.options()`` hands exactly those."""
+    import inspect
+
+    from searcher.config import ControllerSpec
+    from searcher.controller import Controller, PaperController, RandomSampling, controller
+    from searcher.errors import RegistryError
+
+    own = [p.name for p in inspect.signature(RegularizedEvolution.__init__).parameters.values()
+           if p.kind is p.KEYWORD_ONLY]
+    assert CONTROLLERS["evolution"] is RegularizedEvolution
+    assert RegularizedEvolution.options == tuple(own) and RegularizedEvolution.kind == "evolution"
+    assert (PaperController.options, RandomSampling.options) == (("max_mutations",), ())
+    spec = ControllerSpec(kind="paper", max_mutations=2)
+    assert spec.options() == {"max_mutations": 2}
+    assert set(ControllerSpec().options()) == set(own)
+    saved = dict(CONTROLLERS)
+    try:
+        @controller("sampler_t1")
+        class Sampler(RandomSampling):
+            def __init__(self, space, seeds, *, population: int = 8, **kw):
+                super().__init__(space, seeds, **kw)
+                self.population = population
+
+        assert ControllerSpec(kind="sampler_t1", population=5).options() == {"population": 5}
+        ctl = make_controller("sampler_t1", mlpgraph.PAPER_SPACE,
+                              seed_candidates(mlpgraph.PAPER_SPACE, 2), seed=3, population=5)
+        assert ctl.population == 5 and ctl.state_dict()["kind"] == "sampler_t1"
+        with pytest.raises(RegistryError, match="already declared"):
+            controller("sampler_t1")(Sampler)
+        with pytest.raises(RegistryError, match="subclass of searcher.controller.Controller"):
+            controller("not_one")(dict)
+
+        @controller("odd_t1")
+        class Odd(Controller):
+            def __init__(self, space, seeds, *, temperature: float = 1.0, **kw):
+                super().__init__(space, seeds, **kw)
+
+            def _one(self):
+                return None
+
+        with pytest.raises(SearchConfigError, match="'odd_t1' takes option.*temperature"):
+            ControllerSpec.load({"kind": "odd_t1"})
+    finally:
+        CONTROLLERS.clear()
+        CONTROLLERS.update(saved)
+    with pytest.raises(SearchConfigError, match="unknown controller 'sampler_t1'.*evolution"):
+        ControllerSpec.load({"kind": "sampler_t1"})

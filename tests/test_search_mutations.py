@@ -9,8 +9,8 @@ from fractions import Fraction
 import pytest
 
 import mlpgraph
-from mlpgraph import PAPER_SPACE, WIDE_SPACE
-from searcher.candidate import Candidate, LayerGene, seed_candidates, uniform_candidate
+from mlpgraph import PAPER_SPACE, WIDE_SPACE, MLPLayer
+from searcher.candidate import Candidate, seed_candidates, uniform_candidate
 from searcher.crossover import crossover_genes, crossover_subtree
 from searcher.errors import MutationError
 from searcher.graphedit import Grower
@@ -26,10 +26,10 @@ from searcher.mutations import (
 
 SPACES = {"paper": PAPER_SPACE, "wide": WIDE_SPACE}
 DRAWS = 2000
-_POOLS: dict[str, list[LayerGene]] = {}
+_POOLS: dict[str, list[MLPLayer]] = {}
 
 
-def _pool(name: str) -> list[LayerGene]:
+def _pool(name: str) -> list[MLPLayer]:
     """Random members of the space (plus its seeds) at random (s, ratio), built once."""
     if name not in _POOLS:
         sp = SPACES[name]
@@ -37,7 +37,7 @@ def _pool(name: str) -> list[LayerGene]:
         grower = Grower(sp, rng)
         graphs = [mlpgraph.parse(e) for e in sp.seed_expressions] + \
             [grower.random_member() for _ in range(250)]
-        _POOLS[name] = [LayerGene(g, rng.choice(sp.stacks), rng.choice(sp.ratios))
+        _POOLS[name] = [MLPLayer(g, rng.choice(sp.stacks), rng.choice(sp.ratios))
                         for g in graphs]
     return _POOLS[name]
 
@@ -162,4 +162,42 @@ def test_seeds_and_candidate_round_trip():
     b = uniform_candidate("W2(x * gelu(W1(x)))", 1, "1/2", 2)
     assert a.id == b.id
     spec = a.spec(540)
-    assert spec.layers[0] == (mlpgraph.parse("W2(gelu(W1(x)) * x)"), 1, 270)
+    assert spec.layers[0] == MLPLayer(mlpgraph.parse("W2(gelu(W1(x)) * x)"), 1, Fraction(1, 2))
+    assert spec.to_dict()["layers"][0] == ["W2(gelu(W1(x)) * x)", 1, 270]
+
+
+def test_the_table_is_the_declarations():
+    """Each mutation is declared once (``@mutation`` on its function): the default table holds
+    the declared functions in source order, with their docstrings as descriptions; a second
+    declaration of a name is refused unless it replaces the first (in place)."""
+    import inspect
+
+    from searcher import mutations
+    from searcher.mutations import mutation
+
+    entries = list(DEFAULT_TABLE)
+    assert all(m.fn is getattr(mutations, m.fn.__name__) for m in entries)
+    assert [m.name for m in entries] == sorted(
+        (m.name for m in entries), key=lambda n: DEFAULT_TABLE[n].fn.__code__.co_firstlineno)
+    assert all(m.doc == inspect.getdoc(m.fn) and m.doc for m in entries)
+    assert DEFAULT_TABLE.weights() == {**dict.fromkeys(DEFAULT_TABLE.entries, 1.0),
+                                       "swap_operands": 0.5}
+    assert {m.name: m.gene for m in entries if m.gene != "expr"} == {
+        "change_stacks": "stacks", "change_ratio": "ratio"}
+    saved = dict(DEFAULT_TABLE.entries)
+    try:
+        with pytest.raises(MutationError, match="'replace_op' is already declared"):
+            mutation("replace_op")(lambda gene, ctx: None)
+
+        def quieter(gene, ctx):
+            """Never applies."""
+
+        mutation("replace_op", weight=0.25, replace=True)(quieter)
+        assert list(DEFAULT_TABLE.entries) == list(saved)  # the same place in the table
+        assert (DEFAULT_TABLE["replace_op"].fn, DEFAULT_TABLE["replace_op"].weight) == \
+            (quieter, 0.25)
+        with pytest.raises(MutationError, match="declares gene 'width'"):
+            mutation("wide_one", gene="width")(quieter)
+    finally:
+        DEFAULT_TABLE.entries.clear()
+        DEFAULT_TABLE.entries.update(saved)

@@ -8,14 +8,16 @@ from test_search_support import RUNGS, broken_score, history_key, small_config, 
 
 import mlpgraph
 from distill.result import ScoreResult
+from mlpgraph import MLPLayer
 from searcher.budget import ParamCounter
-from searcher.candidate import Candidate, LayerGene, seed_candidates, uniform_candidate
+from searcher.candidate import Candidate, seed_candidates, uniform_candidate
 from searcher.config import SearchConfig
 from searcher.errors import JournalError, ScorerError, SearchConfigError
-from searcher.fidelity import control_of, score_at, shape_key, stage_winner
-from searcher.journal import Evaluation, Journal
+from searcher.fidelity import control_of, shape_key, stage_winner
+from searcher.journal import Journal
+from searcher.records import Evaluated, Evaluation, score_at
 from searcher.scoring import EvalBudget
-from searcher.search import Evaluated, run_search
+from searcher.search import run_search
 
 
 def test_same_seed_same_result_other_seed_differs(tmp_path):
@@ -94,11 +96,11 @@ def test_paired_controls_are_the_same_shape_ffn_under_the_same_seed(tmp_path):
                      tmp_path / "c")
     ffn = mlpgraph.parse("W2(gelu(W1(x)))")
     for e in res.history:
-        ctl = Candidate(tuple(LayerGene(ffn, g.stacks, g.ratio) for g in e.candidate.layers))
+        ctl = Candidate(tuple(MLPLayer(ffn, g.stacks, g.ratio) for g in e.candidate.layers))
         rung = e.fitness[0]
         budgets = [EvalBudget(rung, RUNGS[rung]["steps"], rep)
                    for rep in range(RUNGS[rung].get("seeds", 1))]
-        want = sum(toy_score(ctl.spec(32), b)["score"] for b in budgets) / len(budgets)
+        want = sum(toy_score(ctl.spec(32), b).metrics["score"] for b in budgets) / len(budgets)
         assert e.control == pytest.approx(want) and e.delta == pytest.approx(e.score - want)
     with Journal.in_folder(tmp_path / "c") as j:
         shapes = {k[0] for k in j.controls()}
@@ -144,8 +146,8 @@ def test_ties_are_broken_by_a_metric_then_the_id_not_by_order(tmp_path):
         (e.candidate.id for e in res.history), reverse=True)[:len(res.best)]
 
 
-def flat_score(spec, budget) -> dict:
-    return {"score": 0.5}
+def flat_score(spec, budget) -> ScoreResult:
+    return ScoreResult({"score": 0.5})
 
 
 def test_journal_reads_back_everything(tmp_path):
@@ -179,7 +181,7 @@ def test_pareto_front_in_result(tmp_path):
 
 
 def test_configuration_errors(tmp_path):
-    with pytest.raises(SearchConfigError, match=r"^controller\.kind: .*'evolution'"):
+    with pytest.raises(SearchConfigError, match=r"^controller\.kind: .*evolution"):
         small_config(controller="lightgbm")
     with pytest.raises(SearchConfigError, match="unknown space 'nope' \\(known: paper, wide\\)"):
         small_config(space="nope")

@@ -14,21 +14,23 @@ import os
 import time
 from dataclasses import dataclass
 
+from distill.result import ScoreResult
 
-def toy_score(spec, budget) -> dict:
+
+def toy_score(spec, budget) -> ScoreResult:
     """A deterministic pseudo-accuracy in [0, 1) that grows with the training steps."""
     s = 0.0
-    for graph, stacks, d_inner in spec.layers:
-        h = int(hashlib.sha256(str(graph).encode()).hexdigest()[:8], 16) / 2**32
-        s += 0.6 * h + 0.05 * math.log(stacks * d_inner)
+    for layer in spec.layers:
+        h = int(hashlib.sha256(str(layer.graph).encode()).hexdigest()[:8], 16) / 2**32
+        s += 0.6 * h + 0.05 * math.log(layer.stacks * layer.d_inner(spec.hidden))
     steps = getattr(budget, "steps", 0) or 0
     rep = getattr(budget, "rep", 0)  # another seed: a little noise, the same for everyone
     noise = 0.01 * math.sin(7.0 * rep + 13.0 * s)
-    return {"score": s / len(spec.layers) * 0.5 + 0.2 * (1 - math.exp(-steps / 50)) + noise,
-            "params": None}
+    return ScoreResult({"score": s / len(spec.layers) * 0.5
+                        + 0.2 * (1 - math.exp(-steps / 50)) + noise})
 
 
-def slow_logged_score(spec, budget) -> dict:
+def slow_logged_score(spec, budget) -> ScoreResult:
     """:func:`toy_score` that takes a little time and appends ``<id> <steps>`` to the file
     named by ``SEARCH_TOY_LOG`` (to count scorer calls across a kill and a resume)."""
     time.sleep(float(os.environ.get("SEARCH_TOY_SLEEP", "0.01")))
@@ -41,7 +43,7 @@ def slow_logged_score(spec, budget) -> dict:
     return out
 
 
-def broken_score(spec, budget) -> dict:
+def broken_score(spec, budget) -> ScoreResult:
     """A scorer whose set-up is broken: it fails on every candidate."""
     raise FileNotFoundError("no warmed-up supernet checkpoint at /nowhere")
 
@@ -56,7 +58,7 @@ class FaultyScorer:
     hang_ids: tuple[str, ...] = ()
     hang_seconds: float = 600.0
 
-    def __call__(self, spec, budget) -> dict:
+    def __call__(self, spec, budget) -> ScoreResult:
         if spec.candidate_id in self.raise_ids:
             raise RuntimeError(f"stand-in failure for {spec.candidate_id}")
         if spec.candidate_id in self.crash_ids:

@@ -17,12 +17,14 @@ import pytest
 from test_search_support import RUNGS, FaultyScorer, history_key, small_config, toy_score
 
 import mlpgraph
+from mlpgraph import MLPLayer
 from searcher.budget import Constraints
 from searcher.candidate import seed_candidates
 from searcher.errors import SearchConfigError, WorkerError
 from searcher.journal import Journal
+from searcher.records import CallStatus
 from searcher.search import run_search
-from searcher.spec import CandidateSpec, LayerChoice
+from searcher.spec import CandidateSpec
 from searcher.workers import (
     EXECUTORS,
     InlineExecutor,
@@ -69,7 +71,7 @@ def test_crash_raise_and_hang_are_failures_and_the_search_goes_on(tmp_path):
 
 
 def test_local_pool_returns_results_in_task_order():
-    spec = CandidateSpec("x", 32, (LayerChoice("W2(gelu(W1(x)))", 1, 16),))
+    spec = CandidateSpec("x", 32, (MLPLayer.of("W2(gelu(W1(x)))", 1, "1/2"),))
     tasks = [Task((i,), spec, None) for i in range(5)]
     done = []
     with LocalExecutor(toy_score, workers=2, timeout=30) as pool:
@@ -103,7 +105,7 @@ def _fault_tasks() -> tuple[FaultyScorer, list[Task]]:
     names = [f"{kind}-{i}" for i, kind in enumerate(KINDS)]
     of = {kind: tuple(n for n in names if n.startswith(kind)) for kind in WANT}
     scorer = FaultyScorer(raise_ids=of["raise"], crash_ids=of["crash"], hang_ids=of["hang"])
-    tasks = [Task((i,), CandidateSpec(n, 32, (LayerChoice("W2(gelu(W1(x)))", 1, 8 * (i + 1)),)),
+    tasks = [Task((i,), CandidateSpec(n, 32, (MLPLayer.of("W2(gelu(W1(x)))", 1, f"{i + 1}/4"),)),
                   None) for i, n in enumerate(names)]
     return scorer, tasks
 
@@ -115,6 +117,7 @@ def _run_faults(executor, tasks: list[Task], timeout: float) -> list:
     assert [o.key for o in out] == [t.key for t in tasks]  # task order, whatever finished first
     assert sorted(o.key for o in done) == [t.key for t in tasks]  # each reported once
     assert [o.status for o in out] == [WANT[k] for k in KINDS]
+    assert all(type(o.status) is CallStatus for o in out)
     ok = [t for t, k in zip(tasks, KINDS, strict=True) if k == "ok"]
     assert [o.result for o in out if o.status == "ok"] == \
         [o.result for o in InlineExecutor(toy_score).run(ok)]

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 
 import pytest
 import torch
 
 import mlpgraph
-from distill.config import (
-    LayerSpec,
-    StudentConfig,
-    as_layer_spec,
-    available_configs,
-    load_config,
-)
+from distill.config import StudentConfig, as_layer, available_configs, load_config, student_schema
 from distill.errors import CheckpointError, ConfigError
 from distill.student import GraphMLP, Student, count_parameters
 
@@ -85,8 +80,8 @@ def by_formula(cfg: StudentConfig) -> dict[str, int]:
     elif e != h:
         emb += linear(e, h)
     attention = [4 * linear(h, h) + norm for _ in cfg.layers]  # q, k, v, output; its norm
-    mlp = [spec.stacks * (sum(linear(i, o) for o, i in mlpgraph.linear_shapes(
-        spec.graph, h, spec.d_inner).values()) + norm) for spec in cfg.layers]
+    mlp = [layer.stacks * (sum(linear(i, o) for o, i in mlpgraph.linear_shapes(
+        layer.graph, h, layer.d_inner(h)).values()) + norm) for layer in cfg.layers]
     head = linear(h, h) + linear(h, cfg.num_outputs)  # pooler, classifier
     return {"embeddings": emb, "total": emb + sum(attention) + sum(mlp) + head}
 
@@ -248,29 +243,46 @@ def test_config_json_errors(tmp_path):
         load_config(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="shipped"):
         load_config("no_such_config")
-    cfg = tiny(layers=[LayerSpec(mlpgraph.parse("W2(relu(W1(x) * x))"), 2, 8)])
+    cfg = tiny(layers=[mlpgraph.MLPLayer.of("W2(relu(W1(x) * x))", 2, "1/3")])
     assert StudentConfig.load(cfg.save(tmp_path / "ok.json")) == cfg
+    with pytest.raises(ConfigError, match="valid integer") as info:
+        tiny(heads=4.0)
+    assert info.value.field == "heads"
 
 
-def test_layer_spec_carries_a_graph():
+def test_layers_are_mlp_layers():
     g = mlpgraph.parse("W3(silu(W1(x)) * W2(x))")
-    spec = LayerSpec(g, 2, 8)
-    assert spec.graph is g and spec.expr == mlpgraph.format(g) == "W3(swish(W1(x)) * W2(x))"
-    assert as_layer_spec(spec) is spec
-    for same in ((g, 2, 8), ("W3(silu(W1(x)) * W2(x))", 2, 8), [spec.expr, 2, 8],
-                 {"expr": "W3(silu(W1(x)) * W2(x))", "stacks": 2, "d_inner": 8}):
-        assert as_layer_spec(same) == spec
-    assert spec.to_dict() == {"expr": spec.expr, "stacks": 2, "d_inner": 8}
-    with pytest.raises(ConfigError, match="mlpgraph.parse") as info:
-        LayerSpec("W2(gelu(W1(x)))", 1, 8)  # text does not cross into the program
-    assert info.value.field == "graph"
+    layer = mlpgraph.MLPLayer.with_width(g, 2, 8, 24)  # hidden 24: ratio 1/3
+    assert layer.ratio == Fraction(1, 3) and layer.d_inner(24) == 8
+    assert as_layer(layer, 24) is layer
+    for same in ((g, 2, 8), ("W3(silu(W1(x)) * W2(x))", 2, 8), [layer.expr, 2, 8],
+                 {"expr": "W3(silu(W1(x)) * W2(x))", "stacks": 2, "d_inner": 8},
+                 {"expr": "W3(silu(W1(x)) * W2(x))", "stacks": 2, "ratio": "1/3"}):
+        assert as_layer(same, 24) == layer
+    cfg = tiny(layers=[layer])
+    assert cfg.layers == [layer] and cfg.layers[0].graph is g
     with pytest.raises(ConfigError, match="layers\\[3\\]"):
-        as_layer_spec({"graph": g}, 3)
+        as_layer({"graph": g}, 24, 3)
+    with pytest.raises(ConfigError, match="one of 'd_inner' or 'ratio'"):
+        as_layer({"expr": "W2(gelu(W1(x)))", "d_inner": 8, "ratio": 1}, 24)
     with pytest.raises(ConfigError, match="Graph, got int"):
-        as_layer_spec((5, 1, 8), 0)
-    text = tiny(layers=[spec]).to_json()  # JSON stays text: old files load unchanged
-    assert '"expr": "W3(swish(W1(x)) * W2(x))"' in text
-    assert StudentConfig.from_json(text).layers == [spec]
+        as_layer((5, 1, 8), 24)
+    with pytest.raises(ConfigError) as info:
+        as_layer({"expr": "W2(gelu(W1(x)))", "stacks": 1, "ratio": "-1/2"}, 24, 1)
+    assert info.value.field == "layers[1].ratio"
+    text = cfg.to_json()  # JSON stays text with absolute widths: old files load unchanged
+    assert '"expr": "W3(swish(W1(x)) * W2(x))"' in text and '"d_inner": 8' in text
+    assert StudentConfig.from_json(text).layers == [layer]
+    # a new width keeps the ratios
+    assert cfg.replace(hidden=48).layers[0].d_inner(48) == 16
+
+
+def test_config_schema_describes_every_field():
+    schema = student_schema()
+    props = schema["properties"]
+    assert set(props) == set(StudentConfig.model_fields)
+    assert all(p.get("description") for p in props.values())
+    assert props["layers"]["items"]["properties"]["d_inner"]["minimum"] == 1
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -62,6 +62,25 @@ def test_sliced_subnetwork_equals_copied_weights(supernet):
     torch.testing.assert_close(w2, supernet.model.layers[1].mlp.units[1].fn.W2.weight[:, :8])
 
 
+def test_layers_and_candidates_extract_alike(supernet):
+    """MLPLayer objects, (graph, s, k) tuples and candidates holding either cut the same net."""
+    from collections import namedtuple
+
+    from distill.scoring import candidate_specs
+
+    layers = [mlpgraph.MLPLayer.of(e, s, f"{k}/{H}") for e, s, k in SPECS]
+    Choice = namedtuple("Choice", "graph stacks d_inner")  # the searcher's former layer tuple
+    Spec = namedtuple("Spec", "candidate_id hidden layers")
+    old = Spec("c", H, tuple(Choice(mlpgraph.parse(e), s, k) for e, s, k in SPECS))
+    assert candidate_specs(old) == candidate_specs(layers) == candidate_specs(SPECS, H) == layers
+    with pytest.raises(ConfigError, match="model width"):
+        candidate_specs(SPECS)
+    ids, mask = batch()
+    by_tuple = extract(supernet, SPECS)
+    assert by_tuple.config.layers == layers
+    assert torch.equal(extract(supernet, layers)(ids, mask).logits, by_tuple(ids, mask).logits)
+
+
 def test_view_mode_shares_storage_and_gradients():
     net = Supernet(BASE, seed=1).train()
     view = net.extract(SPECS, mode="view")

@@ -23,7 +23,7 @@ from distill.config import StudentConfig
 from distill.encode import EncodedTexts, batch_order, encode_texts
 from distill.loop import TrainConfig, train_loop
 from distill.losses import KDLoss, KDWeights
-from distill.score import ScoreBudget, clear_caches, score
+from distill.scoring import ScoreBudget, clear_caches, score
 from distill.student import Student
 from distill.supernet import Supernet
 from distill.teacher import (

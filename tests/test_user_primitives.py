@@ -144,3 +144,17 @@ def test_builtin_digests_differ() -> None:
     names = ["gelu", "relu", "add", "mul", "tanh"]
     digests = [mlpgraph.primitive_digest(mlpgraph.get_primitive(n)) for n in names]
     assert len(set(digests)) == len(names)
+
+
+def test_a_primitive_file_is_a_plugin_of_the_pipeline(loaded, prim_file: Path) -> None:
+    """The pipeline's ``plugins`` (``primitives`` in pipelines written before) load a primitive
+    file; the search records the digest of each primitive it declares."""
+    from searcher.plugins import plugin_primitives
+    from searcher.run_config import Pipeline
+
+    space = {"base": "paper", "add": ["bentid", "gate_tanh"]}
+    new = Pipeline.load({"plugins": [str(prim_file)], "space": space})
+    old = Pipeline.load({"primitives": [str(prim_file)], "space": space})
+    assert new == old and new.plugins == (str(prim_file),)
+    assert plugin_primitives(new.plugins) == {p.name: mlpgraph.primitive_digest(p)
+                                              for p in loaded}

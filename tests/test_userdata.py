@@ -291,7 +291,21 @@ def test_bad_settings_are_refused() -> None:
             DataFiles("x.csv", **kw)
     with pytest.raises(DataFileError, match="unknown data-file setting"):
         DataFiles.from_dict({"train_file": "x.csv", "txt_column": "a"})
+    with pytest.raises(DataFileError, match="train_file"):
+        DataFiles.from_dict({"label_column": "y"})
     assert issubclass(DataFileError, ValueError)
+
+
+def test_data_files_record(tmp_path: Path) -> None:
+    files = DataFiles(tmp_path / "a.csv", max_length=64, task_type="regression")
+    assert files == DataFiles(train_file=str(tmp_path / "a.csv"), max_length=64,
+                              task_type="regression")
+    assert files.train_file == str((tmp_path / "a.csv").resolve())
+    assert DataFiles.from_dict(files.to_dict()) == files
+    assert list(files.to_dict()) == list(DataFiles.model_fields)
+    props = DataFiles.model_json_schema()["properties"]
+    assert set(props) == set(DataFiles.model_fields)
+    assert all(p.get("description") for p in props.values())
 
 
 # ----------------------------------------------------------------------------- the commands

@@ -24,7 +24,7 @@ import mlpgraph
 from mlpgraph import drawing, viz
 from mlpgraph.errors import SerializationError
 from mlpgraph.gen import random_graph
-from mlpgraph.ir import Graph
+from mlpgraph.graph import Graph
 
 BRIEF = ["W2(gelu(W1(max(x, tanh(x)))))", "W2(relu(W1(x) * x))", "tanh(W2(gelu(W1(x))))",
          "W3(silu(W1(x)) * W2(x))"]

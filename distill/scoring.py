@@ -29,7 +29,6 @@ gives ``diverged=True``; it does not raise.
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,10 +38,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import LayerSpec, as_layer_spec
+from mlpgraph import MLPLayer
+
+from .config import as_layer
 from .data import get_task_spec
 from .encode import EncodedTexts, encode_split
 from .errors import ConfigError, TeacherError
+from .latency import measure_latency
 from .loop import TrainConfig
 from .losses import KDLoss, KDWeights
 from .pipeline import Phase, kd_layers, kd_phase, save_student, teacher_dims, teacher_outputs
@@ -93,9 +95,10 @@ class ScoreBudget:
     label_weight: float = 0.0  # hard-label loss added to the task KD (0: pure KD)
     dropout: float | None = None  # dropout during the short KD (None: the student's own;
     #                               0: none, so a score depends on the batches only)
-    report_splits: tuple[str, ...] = ()  # task splits whose metrics are also reported, as
-    #       "<split>/<metric>": only the final comparison names the test split here
+    report_splits: tuple[str, ...] = ()  # task splits whose metrics are also reported
+    #       (ScoreResult.splits): only the final comparison names the test split here
     save_to: str | None = None  # save the trained student as a model folder there
+    backend: str = "eager"  # the mlpgraph backend the student's MLPs are compiled with
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScoreBudget:
@@ -106,38 +109,17 @@ class ScoreBudget:
                       if k in known})
 
 
-def candidate_specs(candidate: Any) -> list[LayerSpec]:
-    """Layer specs from a StudentConfig, an object with ``layers``, or a sequence of
-    LayerSpec / dicts / ``(graph or expr, stacks, d_inner)`` / objects with ``graph``,
-    ``stacks`` and ``d_inner``."""
-    layers = candidate.layers if hasattr(candidate, "layers") else candidate
-    out = []
-    for i, spec in enumerate(layers):
-        if not isinstance(spec, LayerSpec | dict | list | tuple) and hasattr(spec, "graph"):
-            spec = (spec.graph, spec.stacks, spec.d_inner)
-        out.append(as_layer_spec(spec, i))
-    return out
-
-
-@torch.no_grad()
-def measure_latency(model: nn.Module, batch: tuple[int, int] = (8, 64), repeats: int = 10,
-                    device: str | torch.device = "cpu", warmup: int = 2) -> float:
-    """Median forward time in milliseconds on a fixed random batch ``(batch, seq)`` (``seq``
-    capped at the model's positions)."""
-    config = getattr(model, "config", None)
-    vocab = getattr(config, "vocab_size", 1000)
-    most = getattr(config, "max_position", getattr(config, "max_position_embeddings", batch[1]))
-    shape = (batch[0], min(batch[1], most))
-    ids = torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(0)).to(device)
-    mask = torch.ones_like(ids)
-    model.to(device).eval()
-    times = []
-    for i in range(warmup + repeats):
-        start = time.perf_counter()
-        model(ids, mask)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+def candidate_specs(candidate: Any, hidden: int | None = None) -> list[MLPLayer]:
+    """The layers of a candidate: from a StudentConfig, an object with ``layers`` (the
+    searcher's ``CandidateSpec``), or a sequence of :class:`~mlpgraph.MLPLayer`, JSON dicts
+    or ``(graph or expr, stacks, d_inner)`` tuples. A ``d_inner`` is read at model width
+    ``hidden`` (default: the candidate's own ``hidden``, as a CandidateSpec has)."""
+    layers = list(candidate.layers if hasattr(candidate, "layers") else candidate)
+    hidden = hidden if hidden is not None else getattr(candidate, "hidden", None)
+    if hidden is None and not all(isinstance(layer, MLPLayer) for layer in layers):
+        raise ConfigError("hidden", "layers given with d_inner need the model width; call "
+                          "candidate_specs(layers, hidden) or give MLPLayer objects")
+    return [as_layer(layer, hidden, i) for i, layer in enumerate(layers)]
 
 
 def _supernet(budget: ScoreBudget) -> Supernet:
@@ -226,13 +208,14 @@ def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResu
     """
     start = time.perf_counter()
     spec = get_task_spec(budget.task)
-    specs = candidate_specs(candidate)
     lo, hi = budget.train_slice
     if not 0 <= lo < hi:
         raise ConfigError("budget.train_slice", f"{budget.train_slice} must be [start, stop) "
                           "with 0 <= start < stop")
+    supernet = _supernet(budget)
+    specs = candidate_specs(candidate, supernet.hidden)
     torch.manual_seed(budget.seed)
-    student = _supernet(budget).extract(specs, mode="copy")
+    student = supernet.extract(specs, mode="copy", backend=budget.backend)
     if budget.dropout is not None:
         for m in student.modules():
             if isinstance(m, nn.Dropout):
@@ -255,24 +238,26 @@ def score(candidate: Any, budget: ScoreBudget, *, data: Any = None) -> ScoreResu
             budget.label_weight), fit_dense=budget.supernet)
         steps, diverged, train_loss = result.steps, result.diverged, result.final_loss
     metrics: dict[str, float] = {}
+    splits: dict[str, dict[str, float]] = {}
     if not diverged:
         metrics = _kd_fitness(student, kd, budget, spec.metric_names)
         if not metrics:  # no fitness caches: the task metrics on the held-out split
             metrics = evaluate(student, held, spec.metric_names, is_regression=spec.is_regression,
                                batch_size=budget.eval_batch_size, device=budget.device)
-        metrics.update(_reported(student, budget, teacher, data))
-        diverged = not all(map(math.isfinite, metrics.values()))
+        splits = _reported(student, budget, teacher, data)
+        diverged = not all(math.isfinite(v) for m in (metrics, *splits.values())
+                           for v in m.values())
     if budget.save_to is not None and not diverged:
         save_student(budget.save_to, student, kd, load_tokenizer(teacher), spec.label_names)
     latency = None if not budget.latency_repeats else measure_latency(
         student, budget.latency_batch, budget.latency_repeats, budget.device)
     return ScoreResult(metrics, params, latency, steps, time.perf_counter() - start, diverged,
-                       train_loss)
+                       train_loss, splits)
 
 
 def _reported(student: nn.Module, budget: ScoreBudget, teacher: Path,
-              data: Any) -> dict[str, float]:
-    """Metrics on ``budget.report_splits`` as ``"<split>/<metric>"``."""
+              data: Any) -> dict[str, dict[str, float]]:
+    """The task metrics on each of ``budget.report_splits``, by split."""
     if not budget.report_splits:
         return {}
     spec = get_task_spec(budget.task)
@@ -284,7 +269,7 @@ def _reported(student: nn.Module, budget: ScoreBudget, teacher: Path,
         m = evaluate(student, encode_split(ds[split], tok, spec, max_length), spec.metric_names,
                      is_regression=spec.is_regression, batch_size=budget.eval_batch_size,
                      device=budget.device)
-        out.update({f"{split}/{k}": v for k, v in m.items()})
+        out[split] = m
     return out
 
 
